@@ -1,0 +1,1 @@
+"""API keys: random bearer tokens, shown once, stored only as a hash."""

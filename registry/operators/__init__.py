@@ -1,0 +1,1 @@
+"""Operators: the verified real people behind avatars."""
