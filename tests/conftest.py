@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,16 +36,19 @@ def _with_database(dsn: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_dsn() -> Iterator[str]:
     url = os.environ.get("TEST_DATABASE_URL")
     if url:
         yield url
         return
-    pg = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+    # Not under pytest's tmp_path: pytest prunes old run folders, which parallel runs would race on.
+    root = Path(tempfile.mkdtemp(prefix="avatar-registry-test-pg-"))
+    pg = EmbeddedPostgres(root / "data")
     try:
         yield pg.start()
     finally:
         pg.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -103,11 +103,15 @@ async def _parse_json(request: web.Request, model: type[B]) -> B:
         )
     raw = await request.read()
     try:
-        data = json.loads(raw)
+        json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise errors.BadRequest(f"malformed JSON body: {exc}", code="invalid_json") from None
+    if b"\\u0000" in raw:
+        # PostgreSQL text cannot hold NUL; refuse it here rather than fail at the database.
+        raise errors.BadRequest("strings must not contain the NUL character (\\u0000)", code="invalid_json")
     try:
-        return model.model_validate(data)
+        # JSON mode: strict types, yet a UUID, enum or datetime may arrive as its JSON string.
+        return model.model_validate_json(raw)
     except pydantic.ValidationError as exc:
         raise errors.BadRequest(
             "request body is invalid: " + _first_problem(exc),
@@ -118,6 +122,8 @@ async def _parse_json(request: web.Request, model: type[B]) -> B:
 
 def _parse_query(request: web.Request, model: type[B]) -> B:
     data: dict[str, Any] = {}
+    if any("\x00" in k or "\x00" in v for k, v in request.query.items()):
+        raise errors.BadRequest("query must not contain the NUL character", code="validation_error")
     for key in request.query:
         values = request.query.getall(key)
         data[key] = values if len(values) > 1 else values[0]

@@ -31,7 +31,8 @@ The checks run in this order and stop at the first failure; each failure is an
 
 (1) shape: a string of at most :data:`MAX_TOKEN_CHARS`, three base64url segments        → malformed
 (2) header: a JSON object                                                              → malformed
-(3) ``alg`` in the allow-list (so ``none``, ``HS256``, ``RS256`` … never reach a key)    → signature
+(3) ``alg`` present (else malformed) and in the allow-list (``none``, ``HS256`` … never
+    reach a key)                                                                       → signature
 (4) ``typ`` and the header parameters                                                  → malformed
 (5) payload: a JSON object with a string ``iss``                                       → malformed
 (6) ``iss`` is a configured provider                                                   → issuer
@@ -79,6 +80,8 @@ from registry.pii import normalise_id_number
 __all__ = [
     "ALLOWED_ALGORITHMS",
     "ATTESTATION_TYP",
+    "MAX_JWKS_BYTES",
+    "MAX_JWKS_KEYS",
     "MAX_LEEWAY_S",
     "MAX_TOKEN_CHARS",
     "AttestationFailure",
@@ -196,7 +199,8 @@ def verify_attestation(
     # (1) Shape.
     if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
         raise _fail(
-            AttestationFailure.MALFORMED, f"attestation must be a string of at most {MAX_TOKEN_CHARS}"
+            AttestationFailure.MALFORMED,
+            f"attestation must be a string of at most {MAX_TOKEN_CHARS} characters",
         )
     segments = token.split(".")
     if len(segments) != 3:
@@ -208,6 +212,8 @@ def verify_attestation(
 
     # (3) Algorithm allow-list, before anything else in the header is trusted.
     alg = header.get("alg")
+    if not isinstance(alg, str) or not alg:
+        raise _fail(AttestationFailure.MALFORMED, f"alg must be a non-empty string, got {_show(alg)}")
     if alg not in ALLOWED_ALGORITHMS:
         raise _fail(
             AttestationFailure.SIGNATURE,
@@ -645,9 +651,12 @@ class JwksUrlSource(_CachedSource):
             ):
                 if response.status != 200:
                     raise ValueError(f"HTTP status {response.status}")
-                raw = await response.content.read(MAX_JWKS_BYTES + 1)
-                if len(raw) > MAX_JWKS_BYTES:
-                    raise ValueError(f"body is larger than {MAX_JWKS_BYTES} bytes")
+                raw = bytearray()
+                # Read in chunks and stop at the limit: a hostile endpoint cannot make us buffer more.
+                async for chunk in response.content.iter_chunked(64 * 1024):
+                    raw += chunk
+                    if len(raw) > MAX_JWKS_BYTES:
+                        raise ValueError(f"body is larger than {MAX_JWKS_BYTES} bytes")
             data = json.loads(raw)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise NotReady(

@@ -1,8 +1,8 @@
 """RFC 6962 / RFC 9162 Merkle tree hashing, proof generation and proof verification.
 
 Pure functions over leaf hashes held in memory; nothing here does I/O. The log's store keeps hashes in
-PostgreSQL and builds proofs with ``registry.translog.storedhash``; the proofs it returns are the same lists of
-hashes this module builds and checks.
+PostgreSQL and builds proofs with ``registry.translog.storedhash``; the proofs it returns are the same lists
+of hashes this module builds and checks.
 
 Specs:
 - RFC 9162 §2.1.1 (Merkle Tree Hash, with the RFC 6962 §2.1 domain-separation prefixes),
@@ -114,7 +114,8 @@ def _check_sizes(old_size: int, new_size: int) -> None:
 def inclusion_proof_size(index: int, tree_size: int) -> int:
     """Return how many hashes the inclusion proof of leaf ``index`` in a tree of ``tree_size`` has.
 
-    Follows the recursion of RFC 9162 §2.1.3.1 (PATH). Raises ``TreeRangeError`` if ``index`` is not in the tree.
+    Follows the recursion of RFC 9162 §2.1.3.1 (PATH). Raises ``TreeRangeError`` if ``index`` is not in the
+    tree.
     """
     _check_index(index, tree_size)
     count = 0
@@ -261,10 +262,10 @@ def verify_inclusion(index: int, tree_size: int, leaf: bytes, proof: Sequence[by
 def verify_consistency(
     old_size: int, new_size: int, proof: Sequence[bytes], old_root: bytes, new_root: bytes
 ) -> None:
-    """Check that ``proof`` shows the tree (``old_size``, ``old_root``) is a prefix of (``new_size``, ``new_root``).
+    """Check that ``proof`` shows the old tree (size, root) is a prefix of the new tree (size, root).
 
-    Implements RFC 9162 §2.1.4.2 for ``0 < old_size < new_size``. For equal sizes the proof must be empty and the
-    roots equal; from size 0 the proof must be empty and ``old_root`` the empty-tree hash. Raises
+    Implements RFC 9162 §2.1.4.2 for ``0 < old_size < new_size``. For equal sizes the proof must be empty and
+    the roots equal; from size 0 the proof must be empty and ``old_root`` the empty-tree hash. Raises
     ``ProofError`` on any failure; returns ``None`` on success.
     """
     if not 0 <= old_size <= new_size:

@@ -5,8 +5,8 @@ A port of Go's ``golang.org/x/mod/sumdb/tlog`` (``StoredHashIndex``, ``StoredHas
 appended, at a dense linear index (Crosby and Wallach, "Efficient Data Structures for Tamper-Evident Logging",
 §3.3). Any root or proof then needs at most about ``2 * log2(n)`` stored hashes, fetched in one batch.
 
-Nothing here does I/O. Reading goes through a ``HashReader`` callback, ``read_hashes(indexes) -> hashes``, which
-the store implements with one SQL query; every function here calls it at most once, with indexes in
+Nothing here does I/O. Reading goes through a ``HashReader`` callback, ``read_hashes(indexes) -> hashes``,
+which the store implements with one SQL query; every function here calls it at most once, with indexes in
 increasing order. Proofs are the RFC 9162 lists that ``registry.translog.merkle`` verifies.
 """
 
@@ -15,11 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from registry.errors import RegistryError
-from registry.translog.merkle import HASH_SIZE, EMPTY_ROOT, TreeRangeError, leaf_hash, node_hash
+from registry.translog.merkle import EMPTY_ROOT, HASH_SIZE, TreeRangeError, leaf_hash, node_hash
 
 __all__ = [
     "HashReader",
     "HashStoreError",
+    "checked_read",
     "prove_record",
     "prove_tree",
     "split_stored_hash_index",
@@ -117,7 +118,7 @@ def stored_hashes_for_record(n: int, record_hash: bytes, read_hashes: HashReader
     # Each trailing one bit of n completes a subtree whose left half is already stored; ask for those
     # left halves highest level first, which is increasing storage order.
     indexes = [stored_hash_index(level, (n >> level) - 1) for level in range(m - 1, -1, -1)]
-    old = _read(read_hashes, indexes)
+    old = checked_read(read_hashes, indexes)
     hashes = [record_hash]
     h = record_hash
     for i in range(m):
@@ -126,7 +127,8 @@ def stored_hashes_for_record(n: int, record_hash: bytes, read_hashes: HashReader
     return hashes
 
 
-def _read(read_hashes: HashReader, indexes: list[int]) -> Sequence[bytes]:
+def checked_read(read_hashes: HashReader, indexes: list[int]) -> Sequence[bytes]:
+    """Call ``read_hashes(indexes)`` and check it returned one 32-byte hash per index (``HashStoreError``)."""
     hashes = read_hashes(indexes)
     if len(hashes) != len(indexes):
         raise HashStoreError(
@@ -180,7 +182,7 @@ def tree_hash(tree_size: int, read_hashes: HashReader) -> bytes:
         return EMPTY_ROOT
     indexes: list[int] = []
     _subtree_indexes(0, tree_size, indexes)
-    return _fold(_read(read_hashes, indexes))
+    return _fold(checked_read(read_hashes, indexes))
 
 
 def prove_record(tree_size: int, n: int, read_hashes: HashReader) -> list[bytes]:
@@ -251,5 +253,5 @@ def _read_subtrees(subtrees: list[tuple[int, int]], read_hashes: HashReader) -> 
     wanted = sorted({i for plan in plans for i in plan})
     if not wanted:
         return []
-    by_index = dict(zip(wanted, _read(read_hashes, wanted), strict=True))
+    by_index = dict(zip(wanted, checked_read(read_hashes, wanted), strict=True))
     return [_fold([by_index[i] for i in plan]) for plan in plans]

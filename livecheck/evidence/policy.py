@@ -1,0 +1,237 @@
+"""The evidence engine's policy: windows, thresholds, family caps and actions, validated.
+
+Every number the engine judges by lives here, so an operator can read and change the operating point in the
+policy file without touching code. The defaults are the operating point published in the README (tuned on
+the simulator's tuning seeds, reported on held-out seeds by ``bench/liveness_eval.py``). Unknown keys are
+errors (``extra="forbid"``): a misspelt threshold must not silently fall back to its default.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "BlinkPolicy",
+    "ChallengePolicy",
+    "EvidencePolicy",
+    "FamilyCaps",
+    "LikenessPolicy",
+    "MotionPolicy",
+    "PresencePolicy",
+    "SpeechPolicy",
+    "VerdictPolicy",
+]
+
+Action = Literal["none", "warn", "require_label", "terminate"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BlinkPolicy(_Strict):
+    """Blink detection (hysteresis on mean lid closure) and the blink statistics' thresholds."""
+
+    # A blink starts when mean lid closure rises this far above the resting level and ends when it falls
+    # back below ``open_delta`` above it: two levels, so tracker noise near one level cannot split a blink.
+    close_delta: float = Field(0.25, gt=0, lt=1)
+    open_delta: float = Field(0.12, gt=0, lt=1)
+    # A peak at or above this is a full closure; below it a partial blink.
+    full_closure: float = Field(0.8, gt=0, le=1)
+    # Longer closures are eyes shut (looking down, resting), not blinks.
+    max_blink_s: float = Field(1.0, gt=0)
+    # Inter-blink intervals needed before their shape is judged.
+    min_intervals: int = Field(8, ge=4)
+    # Blinks needed before duration spread, partial share and eye sync are judged.
+    min_blinks: int = Field(6, ge=3)
+    # Coefficient of variation of intervals below which blinks look clocked (humans: 0.5-1.2).
+    regular_cv: float = Field(0.22, gt=0)
+    # Duration spread (ms) below which all blinks look identical (humans: tens of ms).
+    identical_sd_ms: float = Field(8.0, gt=0)
+    # Face-visible seconds without any blink that count as "never blinks".
+    no_blink_s: float = Field(60.0, gt=0)
+    # Weight applied to the log-normal-versus-uniform log-likelihood difference (model misfit discount).
+    shape_weight: float = Field(0.5, gt=0)
+
+
+class MotionPolicy(_Strict):
+    """Head-motion spectrum, tracker noise and frame cadence."""
+
+    # A spectral peak this many times its local background is a narrow line (a procedural sine).
+    line_ratio: float = Field(60.0, gt=1)
+    # Share of head-motion band power in lines from which the motion reads as procedural.
+    line_share: float = Field(0.5, gt=0, le=1)
+    # RMS of the third difference of head angles (deg) below which there is no sensor noise at all.
+    noiseless_deg: float = Field(0.004, gt=0)
+    # Excess kurtosis of the second difference below which the noise is uniform (bounded) jitter.
+    uniform_kurtosis: float = Field(-0.35, lt=0)
+    # Frame-interval standard deviation (ms) below which timestamps are a fixed clock.
+    fixed_cadence_ms: float = Field(0.05, gt=0)
+    # Samples needed before noise and cadence are judged.
+    min_samples: int = Field(600, ge=50)
+
+
+class SpeechPolicy(_Strict):
+    """Mouth against ``speech`` and chat-to-reply latency."""
+
+    # jawOpen level that counts as an open mouth.
+    jaw_open: float = Field(0.15, gt=0, lt=1)
+    # Utterances needed before lip-sync lag is judged.
+    min_utterances: int = Field(4, ge=2)
+    # Onset-lag spread (ms) and |median| (ms) below which the mouth is locked to the audio.
+    locked_sd_ms: float = Field(25.0, gt=0)
+    locked_median_ms: float = Field(45.0, gt=0)
+    # Replies needed before reply latency is judged; latencies outside [min, max] s are not replies.
+    min_replies: int = Field(4, ge=2)
+    reply_min_s: float = Field(0.2, ge=0)
+    reply_max_s: float = Field(20.0, gt=0)
+    # Spread of log reply latency under each hypothesis (a person vs a language-model pipeline).
+    human_log_sd: float = Field(0.6, gt=0)
+    machine_log_sd: float = Field(0.2, gt=0)
+
+
+class ChallengePolicy(_Strict):
+    """How challenge outcomes weigh (log-likelihood ratios, human over automation)."""
+
+    passed_llr: float = 0.9
+    failed_llr: float = -1.4
+    missed_llr: float = -2.2
+    flagged_llr: float = -3.0
+    # Reaction times (ms) spread below this over ``min_reactions`` passes look programmatic.
+    regular_sd_ms: float = Field(15.0, gt=0)
+    min_reactions: int = Field(3, ge=2)
+    regular_llr: float = -3.0
+    # A median reaction below this (ms) is faster than a person reading a prompt.
+    too_fast_ms: float = Field(150.0, gt=0)
+
+
+class PresencePolicy(_Strict):
+    """No face, no tracking."""
+
+    window_s: float = Field(60.0, gt=0)
+    # Share of the window without a face from which absence counts against the session.
+    absent_share: float = Field(0.7, gt=0, le=1)
+    # Continuous absence (no face, no tracking) that forces at_risk, then violation.
+    at_risk_after_s: float = Field(45.0, gt=0)
+    violation_after_s: float = Field(150.0, gt=0)
+
+
+class LikenessPolicy(_Strict):
+    """``frame`` PDQ against the avatar's reference fingerprints (DESIGN §5 operating point)."""
+
+    match_distance: int = Field(31, ge=0, le=256)
+    min_quality: int = Field(50, ge=0, le=100)
+    # Recent good frames considered, how many are needed, and the mismatch share that is a violation.
+    window_frames: int = Field(6, ge=1, le=64)
+    min_frames: int = Field(3, ge=1)
+    mismatch_share: float = Field(0.75, gt=0, le=1)
+
+
+class FamilyCaps(_Strict):
+    """Per feature family, the most it may move the total toward automation (bot) or a person (human).
+
+    Families are capped so that no single family decides: correlated features of one family (for example
+    duration spread and partial share of the same blinks) cannot add up to a verdict on their own.
+    """
+
+    bot: dict[str, float] = Field(
+        default_factory=lambda: {
+            "blink_intervals": 3.0,
+            "blink_shape": 3.0,
+            "blink_speech": 1.0,
+            "eye_sync": 1.5,
+            "head_motion": 3.5,
+            "noise": 2.5,
+            "cadence": 2.0,
+            "mouth": 2.5,
+            "replies": 2.0,
+            "challenges": 9.0,
+            "presence": 3.0,
+            "replay": 4.0,
+        }
+    )
+    human: dict[str, float] = Field(
+        default_factory=lambda: {
+            "blink_intervals": 2.0,
+            "blink_shape": 2.0,
+            "blink_speech": 1.0,
+            "eye_sync": 0.5,
+            "head_motion": 1.0,
+            "noise": 0.5,
+            "cadence": 0.5,
+            "mouth": 1.0,
+            "replies": 1.0,
+            "challenges": 4.0,
+            "presence": 0.0,
+            "replay": 0.0,
+        }
+    )
+
+
+class VerdictPolicy(_Strict):
+    """The state machine: thresholds on the total log-likelihood ratio, with hysteresis and dwell."""
+
+    # Prior log-odds (person over automation) before any evidence.
+    prior: float = 0.0
+    # Stay pending at least this long (stream seconds) and decide by ``max_pending_s`` at the latest.
+    min_observe_s: float = Field(30.0, ge=0)
+    max_pending_s: float = Field(90.0, gt=0)
+    # Enter human at or above ``human_enter``; leave it only below ``human_exit``.
+    human_enter: float = 2.0
+    human_exit: float = 0.0
+    # Enter violation at or below ``violation_enter`` (held for ``dwell_s``); violation is final.
+    violation_enter: float = -8.0
+    # A change between human and at_risk must hold this long before it is announced (no flapping).
+    dwell_s: float = Field(10.0, ge=0)
+    # at_risk with a total at or below this asks for an AI label instead of a plain warning.
+    label_below: float = -4.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> VerdictPolicy:
+        if not self.violation_enter < self.human_exit <= self.human_enter:
+            raise ValueError("need violation_enter < human_exit <= human_enter")
+        if self.max_pending_s < self.min_observe_s:
+            raise ValueError("max_pending_s must be at least min_observe_s")
+        return self
+
+
+class EvidencePolicy(_Strict):
+    """All of the evidence engine's policy. Defaults are the published operating point."""
+
+    blink: BlinkPolicy = Field(default_factory=BlinkPolicy)
+    motion: MotionPolicy = Field(default_factory=MotionPolicy)
+    speech: SpeechPolicy = Field(default_factory=SpeechPolicy)
+    challenges: ChallengePolicy = Field(default_factory=ChallengePolicy)
+    presence: PresencePolicy = Field(default_factory=PresencePolicy)
+    likeness: LikenessPolicy = Field(default_factory=LikenessPolicy)
+    caps: FamilyCaps = Field(default_factory=FamilyCaps)
+    verdict: VerdictPolicy = Field(default_factory=VerdictPolicy)
+    # Action announced with each state; at_risk uses ``at_risk_label`` when the total is low.
+    actions: dict[Literal["pending", "human", "at_risk", "violation"], Action] = Field(
+        default_factory=lambda: {
+            "pending": "none",
+            "human": "none",
+            "at_risk": "warn",
+            "violation": "terminate",
+        }
+    )
+    at_risk_label: Action = "require_label"
+    # Reasons listed per verdict.
+    max_reasons: int = Field(4, ge=1, le=16)
+    # Minimum stream seconds between two full recomputations of the statistics (spectrum, fits).
+    recompute_s: float = Field(2.0, ge=0)
+
+    @model_validator(mode="after")
+    def _complete(self) -> EvidencePolicy:
+        missing = {"pending", "human", "at_risk", "violation"} - set(self.actions)
+        if missing:
+            raise ValueError(f"actions missing for states: {sorted(missing)}")
+        return self
+
+    def action_for(self, state: str, total: float) -> Action:
+        """The action announced with ``state`` at total log-likelihood ratio ``total``."""
+        if state == "at_risk" and total <= self.verdict.label_below:
+            return self.at_risk_label
+        return self.actions[state]  # type: ignore[index]  # state is one of the four VerdictStates
