@@ -56,11 +56,16 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         return response
     finally:
         elapsed = time.perf_counter() - start
-        route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+        route = (
+            request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+        )
         metrics.HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
         metrics.HTTP_LATENCY.labels(request.method, route).observe(elapsed)
         _logger.info(
-            "%s %s %d", request.method, request.path, status,
+            "%s %s %d",
+            request.method,
+            request.path,
+            status,
             extra={"status": status, "route": route, "ms": round(elapsed * 1000, 2)},
         )
         REQUEST_ID.reset(token)

@@ -27,12 +27,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("run", help="local development: embedded database, registry and livecheck, dev identity provider")
+    sub.add_parser(
+        "run", help="local development: embedded database, registry and livecheck, dev identity provider"
+    )
 
     serve = sub.add_parser("serve", help="serve one part (production)")
     serve_sub = serve.add_subparsers(dest="part", required=True, metavar="PART")
     sr = serve_sub.add_parser("registry", help="the HTTP API")
-    sr.add_argument("--embedded-db", action="store_true", help="start an embedded PostgreSQL if DATABASE_URL is unset")
+    sr.add_argument(
+        "--embedded-db", action="store_true", help="start an embedded PostgreSQL if DATABASE_URL is unset"
+    )
 
     sub.add_parser("migrate", help="apply pending database migrations")
 
@@ -110,8 +114,12 @@ def _keys(args: argparse.Namespace, settings: Settings) -> int:
             if args.keys_command == "create":
                 operator = uuid.UUID(args.operator) if args.operator else None
                 async with conn.transaction():
-                    rec, key = await store.create_key(conn, Role(args.role), operator_id=operator, label=args.label)
-                    await audit.record(conn, None, "key.create", "api_key", rec.id, details={"role": args.role})
+                    rec, key = await store.create_key(
+                        conn, Role(args.role), operator_id=operator, label=args.label
+                    )
+                    await audit.record(
+                        conn, None, "key.create", "api_key", rec.id, details={"role": args.role}
+                    )
                 print(key)
             elif args.keys_command == "list":
                 for rec in await store.list_keys(conn):

@@ -37,7 +37,9 @@ class Migration:
 
 
 def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
-    """Read the migration files in version order. Raises ``MigrationError`` on a misnamed or duplicate file."""
+    """Read the migration files in version order.
+
+    Raises ``MigrationError`` on a misnamed or duplicate file."""
     found: dict[int, Migration] = {}
     for path in sorted(directory.glob("*.sql")):
         m = _NAME.match(path.name)

@@ -22,7 +22,15 @@ from registry.localsecrets import ensure_secrets, load_secrets
 from registry.roles import Role
 from registry.services import Services
 
-__all__ = ["Database", "build_services", "connect", "database", "dev_idp_paths", "ensure_admin_key", "progress"]
+__all__ = [
+    "Database",
+    "build_services",
+    "connect",
+    "database",
+    "dev_idp_paths",
+    "ensure_admin_key",
+    "progress",
+]
 
 _logger = logging.getLogger(__name__)
 

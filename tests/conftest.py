@@ -153,4 +153,3 @@ async def fail_on_loop_exceptions() -> AsyncIterator[None]:
     yield
     loop.set_exception_handler(old)
     assert not seen, f"unhandled exceptions in the event loop: {seen}"
-

@@ -27,7 +27,9 @@ async def make_key(pool: asyncpg.Pool, role: Role, operator_id: uuid.UUID | None
     return key
 
 
-async def make_operator(client: TestClient[Any, Any], platform_key: str, name: str = "Streamer") -> dict[str, Any]:
+async def make_operator(
+    client: TestClient[Any, Any], platform_key: str, name: str = "Streamer"
+) -> dict[str, Any]:
     """POST /v1/operators; returns {"id", "key"}."""
     r = await client.post("/v1/operators", json={"display_name": name}, headers=auth(platform_key))
     assert r.status == 201, await r.text()
@@ -55,6 +57,8 @@ async def verified_operator(
     assert r.status == 201, await r.text()
     nonce = (await r.json())["nonce"]
     token = sign_attestation(idp_dir, audience, nonce, **claims)
-    r = await client.post(f"/v1/operators/{op['id']}/identity", json={"attestation": token}, headers=auth(op["key"]))
+    r = await client.post(
+        f"/v1/operators/{op['id']}/identity", json={"attestation": token}, headers=auth(op["key"])
+    )
     assert r.status == 200, await r.text()
     return op

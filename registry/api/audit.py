@@ -42,8 +42,15 @@ class AuditPage(BaseModel):
     next_cursor: int | None
 
 
-@api.route("GET", "/v1/audit", summary="Read the audit log", tags=("audit",), roles=frozenset({Role.ADMIN}),
-           query=AuditQuery, response=AuditPage)
+@api.route(
+    "GET",
+    "/v1/audit",
+    summary="Read the audit log",
+    tags=("audit",),
+    roles=frozenset({Role.ADMIN}),
+    query=AuditQuery,
+    response=AuditPage,
+)
 async def list_audit(call: Call[None]) -> AuditPage:
     """Entries in order, filtered by actor and time, with cursor pagination."""
     q: AuditQuery = call.query

@@ -33,7 +33,13 @@ async def healthz(call: Call[None]) -> Health:
 
 
 @api.route(
-    "GET", "/readyz", summary="Readiness", tags=("ops",), roles=None, response=Readiness, errors=(503,),
+    "GET",
+    "/readyz",
+    summary="Readiness",
+    tags=("ops",),
+    roles=None,
+    response=Readiness,
+    errors=(503,),
 )
 async def readyz(call: Call[None]) -> tuple[int, Readiness]:
     """Ready when the database answers and every migration is applied (and each part's own check passes)."""
@@ -53,7 +59,11 @@ async def readyz(call: Call[None]) -> tuple[int, Readiness]:
 
 
 @api.route(
-    "GET", "/metrics", summary="Prometheus metrics", tags=("ops",), roles=None,
+    "GET",
+    "/metrics",
+    summary="Prometheus metrics",
+    tags=("ops",),
+    roles=None,
     text_response="text/plain; version=0.0.4",
 )
 async def metrics(call: Call[None]) -> web.Response:

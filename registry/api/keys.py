@@ -56,8 +56,15 @@ def key_out(rec: store.KeyRecord) -> KeyOut:
 
 
 @api.route(
-    "POST", "/v1/keys", summary="Create an API key", tags=("keys",), roles=_ADMIN,
-    body=KeyCreate, response=KeyCreated, status=201, errors=(404,),
+    "POST",
+    "/v1/keys",
+    summary="Create an API key",
+    tags=("keys",),
+    roles=_ADMIN,
+    body=KeyCreate,
+    response=KeyCreated,
+    status=201,
+    errors=(404,),
 )
 async def create_key(call: Call[KeyCreate]) -> KeyCreated:
     """Create a key for a role (and, for `operator`, an operator). The key is in the response only."""
@@ -66,7 +73,9 @@ async def create_key(call: Call[KeyCreate]) -> KeyCreated:
         rec, key = await store.create_key(
             conn, body.role, operator_id=body.operator_id, label=body.label, created_by=call.actor.key_id
         )
-        await audit.record(conn, call.actor, "key.create", "api_key", rec.id, details={"role": rec.role.value})
+        await audit.record(
+            conn, call.actor, "key.create", "api_key", rec.id, details={"role": rec.role.value}
+        )
     return KeyCreated(**key_out(rec).model_dump(), key=key)
 
 
@@ -78,8 +87,13 @@ async def list_keys(call: Call[None]) -> KeyList:
 
 
 @api.route(
-    "DELETE", "/v1/keys/{id}", summary="Revoke an API key", tags=("keys",), roles=_ADMIN,
-    response=KeyOut, errors=(404,),
+    "DELETE",
+    "/v1/keys/{id}",
+    summary="Revoke an API key",
+    tags=("keys",),
+    roles=_ADMIN,
+    response=KeyOut,
+    errors=(404,),
 )
 async def revoke_key(call: Call[None]) -> KeyOut:
     """Revoke a key; it fails at once on every later request."""

@@ -93,7 +93,10 @@ def build_openapi(routes: list[RouteSpec], *, title: str, version: str) -> dict[
                 "content": {"application/json": {"schema": ref(r.body, "validation")}},
             }
         elif r.multipart is not None:
-            op["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": r.multipart}}}
+            op["requestBody"] = {
+                "required": True,
+                "content": {"multipart/form-data": {"schema": r.multipart}},
+            }
         ok: dict[str, Any] = {"description": _STATUS_TEXT.get(r.status, "OK")}
         if r.response is not None:
             ok["content"] = {"application/json": {"schema": ref(r.response, "serialization")}}
@@ -127,7 +130,9 @@ def build_openapi(routes: list[RouteSpec], *, title: str, version: str) -> dict[
         "info": {
             "title": title,
             "version": version,
-            "description": "Avatar Registry: virtual-avatar registration, likeness protection, live compliance.",
+            "description": (
+                "Avatar Registry: virtual-avatar registration, likeness protection, live compliance."
+            ),
         },
         "servers": [{"url": "/"}],
         "paths": paths,

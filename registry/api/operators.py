@@ -81,8 +81,14 @@ def require_self(principal: Principal, operator_id: uuid.UUID) -> None:
 
 
 @api.route(
-    "POST", "/v1/operators", summary="Create an operator", tags=("operators",),
-    roles=frozenset({Role.PLATFORM, Role.ADMIN}), body=OperatorCreate, response=OperatorCreated, status=201,
+    "POST",
+    "/v1/operators",
+    summary="Create an operator",
+    tags=("operators",),
+    roles=frozenset({Role.PLATFORM, Role.ADMIN}),
+    body=OperatorCreate,
+    response=OperatorCreated,
+    status=201,
 )
 async def create_operator(call: Call[OperatorCreate]) -> OperatorCreated:
     """Create an operator account (one real adult person, verified next) and its operator key."""
@@ -96,8 +102,13 @@ async def create_operator(call: Call[OperatorCreate]) -> OperatorCreated:
 
 
 @api.route(
-    "GET", "/v1/operators/{id}", summary="Get an operator", tags=("operators",),
-    roles=frozenset({Role.OPERATOR, Role.STAFF, Role.ADMIN}), response=OperatorOut, errors=(404,),
+    "GET",
+    "/v1/operators/{id}",
+    summary="Get an operator",
+    tags=("operators",),
+    roles=frozenset({Role.OPERATOR, Role.STAFF, Role.ADMIN}),
+    response=OperatorOut,
+    errors=(404,),
 )
 async def get_operator(call: Call[None]) -> OperatorOut:
     """Profile and identity status; no personal data."""
@@ -108,8 +119,14 @@ async def get_operator(call: Call[None]) -> OperatorOut:
 
 
 @api.route(
-    "POST", "/v1/operators/{id}/identity/nonce", summary="Get a one-time identity nonce",
-    tags=("identity",), roles=frozenset({Role.OPERATOR}), response=NonceOut, status=201, errors=(404,),
+    "POST",
+    "/v1/operators/{id}/identity/nonce",
+    summary="Get a one-time identity nonce",
+    tags=("identity",),
+    roles=frozenset({Role.OPERATOR}),
+    response=NonceOut,
+    status=201,
+    errors=(404,),
 )
 async def issue_nonce(call: Call[None]) -> NonceOut:
     """A one-time nonce that the next attestation must carry in its `nonce` claim."""
@@ -122,8 +139,14 @@ async def issue_nonce(call: Call[None]) -> NonceOut:
 
 
 @api.route(
-    "POST", "/v1/operators/{id}/identity", summary="Submit an identity attestation", tags=("identity",),
-    roles=frozenset({Role.OPERATOR}), body=IdentitySubmit, response=OperatorOut, errors=(404, 409),
+    "POST",
+    "/v1/operators/{id}/identity",
+    summary="Submit an identity attestation",
+    tags=("identity",),
+    roles=frozenset({Role.OPERATOR}),
+    body=IdentitySubmit,
+    response=OperatorOut,
+    errors=(404, 409),
 )
 async def submit_identity(call: Call[IdentitySubmit]) -> OperatorOut:
     """Verify a provider's attestation (compact JWS, `typ` `idv-attestation+jwt`) and bind it to this
@@ -139,8 +162,13 @@ async def submit_identity(call: Call[IdentitySubmit]) -> OperatorOut:
 
 
 @api.route(
-    "GET", "/v1/operators/{id}/identity", summary="Read an operator's verified identity (audit-logged)",
-    tags=("identity",), roles=frozenset({Role.STAFF, Role.ADMIN}), query=Reason, response=IdentityOut,
+    "GET",
+    "/v1/operators/{id}/identity",
+    summary="Read an operator's verified identity (audit-logged)",
+    tags=("identity",),
+    roles=frozenset({Role.STAFF, Role.ADMIN}),
+    query=Reason,
+    response=IdentityOut,
     errors=(404,),
 )
 async def read_identity(call: Call[None]) -> IdentityOut:
@@ -149,7 +177,9 @@ async def read_identity(call: Call[None]) -> IdentityOut:
     operator_id = path_uuid(call)
     async with call.pool.acquire() as conn, conn.transaction():
         rec = await store.get_identity(conn, operator_id)
-        await audit.record(conn, call.actor, "identity.read", "operator", operator_id, reason=call.query.reason)
+        await audit.record(
+            conn, call.actor, "identity.read", "operator", operator_id, reason=call.query.reason
+        )
     pii = call.services.pii
     op = str(operator_id)
     return IdentityOut(
@@ -157,22 +187,34 @@ async def read_identity(call: Call[None]) -> IdentityOut:
         issuer=rec.issuer,
         subject=rec.subject,
         legal_name=(
-            pii.decrypt(rec.legal_name_enc, context=field_context(op, "legal_name")) if rec.legal_name_enc else None
+            pii.decrypt(rec.legal_name_enc, context=field_context(op, "legal_name"))
+            if rec.legal_name_enc
+            else None
         ),
         id_number=(
-            pii.decrypt(rec.id_number_enc, context=field_context(op, "id_number")) if rec.id_number_enc else None
+            pii.decrypt(rec.id_number_enc, context=field_context(op, "id_number"))
+            if rec.id_number_enc
+            else None
         ),
     )
 
 
 @api.route(
-    "POST", "/v1/operators/{id}/identity/revoke", summary="Revoke an operator's identity", tags=("identity",),
-    roles=frozenset({Role.STAFF, Role.ADMIN}), body=RevokeIdentity, response=OperatorOut, errors=(404,),
+    "POST",
+    "/v1/operators/{id}/identity/revoke",
+    summary="Revoke an operator's identity",
+    tags=("identity",),
+    roles=frozenset({Role.STAFF, Role.ADMIN}),
+    body=RevokeIdentity,
+    response=OperatorOut,
+    errors=(404,),
 )
 async def revoke_identity(call: Call[RevokeIdentity]) -> OperatorOut:
     """Set the identity `revoked`: the operator can no longer register avatars or go live."""
     operator_id = path_uuid(call)
     async with call.pool.acquire() as conn, conn.transaction():
         op = await store.revoke_identity(conn, operator_id, call.body.reason)
-        await audit.record(conn, call.actor, "identity.revoke", "operator", operator_id, reason=call.body.reason)
+        await audit.record(
+            conn, call.actor, "identity.revoke", "operator", operator_id, reason=call.body.reason
+        )
     return operator_out(op)

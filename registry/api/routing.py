@@ -150,7 +150,14 @@ class Api:
         self.routes: list[RouteSpec] = []
 
     def route(
-        self, method: str, path: str, *, summary: str, tags: tuple[str, ...], roles: frozenset[Role] | None, **kw: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        summary: str,
+        tags: tuple[str, ...],
+        roles: frozenset[Role] | None,
+        **kw: Any,
     ) -> Callable[[Handler], Handler]:
         def decorate(handler: Handler) -> Handler:
             errs = set(kw.pop("errors", ()))

@@ -56,7 +56,9 @@ async def verify_identity(
             assurance=att.assurance,
             attestation_sha256=att.digest,
             legal_name_enc=(
-                pii.encrypt(att.legal_name, context=field_context(op, "legal_name")) if att.legal_name else None
+                pii.encrypt(att.legal_name, context=field_context(op, "legal_name"))
+                if att.legal_name
+                else None
             ),
             id_number_enc=(
                 pii.encrypt(att.id_number, context=field_context(op, "id_number")) if att.id_number else None

@@ -68,7 +68,9 @@ async def create_operator(conn: asyncpg.Connection, display_name: str) -> Operat
     return _operator(row)
 
 
-async def get_operator(conn: asyncpg.Connection, operator_id: uuid.UUID, *, for_update: bool = False) -> Operator:
+async def get_operator(
+    conn: asyncpg.Connection, operator_id: uuid.UUID, *, for_update: bool = False
+) -> Operator:
     """Raises ``NotFound``."""
     sql = "SELECT id, display_name, identity_status, created_at, verified_at, assurance, revoked_at "
     sql += "FROM operators WHERE id = $1"

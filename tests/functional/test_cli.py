@@ -41,7 +41,9 @@ def _postgres_of(pgdata: Path) -> list[psutil.Process]:
 
 def _start(data: Path, port: int) -> tuple[subprocess.Popen[str], str]:
     env = _env(DATA_DIR=str(data), REGISTRY_PORT=str(port), LIVECHECK_PORT=str(_free_port()))
-    proc = subprocess.Popen(CLI + ["run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        CLI + ["run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     out = ""
     deadline = time.monotonic() + 60
     assert proc.stdout is not None
@@ -75,7 +77,9 @@ def test_run_serves_prints_admin_key_and_stops_cleanly(tmp_path: Path) -> None:
         assert m, out
         admin = m.group(1)
         assert f"http://127.0.0.1:{port}" in out
-        r = requests.get(f"http://127.0.0.1:{port}/v1/keys", headers={"Authorization": f"Bearer {admin}"}, timeout=5)
+        r = requests.get(
+            f"http://127.0.0.1:{port}/v1/keys", headers={"Authorization": f"Bearer {admin}"}, timeout=5
+        )
         assert r.status_code == 200
         assert (data / "secrets.json").exists()
         assert oct((data / "secrets.json").stat().st_mode & 0o777) == "0o600"
@@ -111,7 +115,9 @@ def test_run_serves_prints_admin_key_and_stops_cleanly(tmp_path: Path) -> None:
 
 def test_keys_and_idp_commands(dsn: str, tmp_path: Path) -> None:
     env = _env(DATABASE_URL=dsn, DATA_DIR=str(tmp_path))
-    r = subprocess.run(CLI + ["keys", "create", "--role", "platform"], env=env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        CLI + ["keys", "create", "--role", "platform"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0, r.stderr
     key = r.stdout.strip()
     assert re.fullmatch(r"ark_[A-Za-z0-9_-]{43}", key), r.stdout
@@ -131,7 +137,10 @@ def test_keys_and_idp_commands(dsn: str, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     r = subprocess.run(
         CLI + ["idp", "dev-sign", "--operator", "op-1", "--nonce", "n" * 24, "--expires-in", "120"],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().count(".") == 2

@@ -18,7 +18,9 @@ from tests.factories import make_key
 
 def check_response(response: Any, where: str) -> None:
     assert response.status_code < 500, f"{where} -> {response.status_code}: {response.text[:300]}"
-    if response.status_code >= 400 and response.headers.get("Content-Type", "").startswith("application/json"):
+    if response.status_code >= 400 and response.headers.get("Content-Type", "").startswith(
+        "application/json"
+    ):
         body = response.json()
         assert set(body) == {"error"} and {"code", "message", "details"} <= set(body["error"]), where
 

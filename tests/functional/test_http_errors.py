@@ -38,7 +38,9 @@ async def test_bad_json(client: TestClient[Any, Any], admin_key: str) -> None:
 
 
 async def test_wrong_content_type(client: TestClient[Any, Any], admin_key: str) -> None:
-    r = await client.post("/v1/keys", data=b"role=staff", headers={**auth(admin_key), "Content-Type": "text/plain"})
+    r = await client.post(
+        "/v1/keys", data=b"role=staff", headers={**auth(admin_key), "Content-Type": "text/plain"}
+    )
     assert r.status == 415
     _is_error(await r.json(), "unsupported_media_type")
 
@@ -67,7 +69,11 @@ async def test_json_array_body(client: TestClient[Any, Any], platform_key: str) 
 
 async def test_oversized_body_is_413(client: TestClient[Any, Any], platform_key: str) -> None:
     big = b'{"display_name": "' + b"a" * (65 * 1024 * 1024) + b'"}'
-    r = await client.post("/v1/operators", data=io.BytesIO(big), headers={**auth(platform_key), "Content-Type": "application/json"})
+    r = await client.post(
+        "/v1/operators",
+        data=io.BytesIO(big),
+        headers={**auth(platform_key), "Content-Type": "application/json"},
+    )
     assert r.status == 413
     _is_error(await r.json(), "payload_too_large")
 

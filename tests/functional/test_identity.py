@@ -25,7 +25,9 @@ async def _nonce(client: TestClient[Any, Any], op: dict[str, Any]) -> str:
 
 
 async def _submit(client: TestClient[Any, Any], op: dict[str, Any], token: str) -> tuple[int, dict[str, Any]]:
-    r = await client.post(f"/v1/operators/{op['id']}/identity", json={"attestation": token}, headers=auth(op["key"]))
+    r = await client.post(
+        f"/v1/operators/{op['id']}/identity", json={"attestation": token}, headers=auth(op["key"])
+    )
     return r.status, await r.json()
 
 
@@ -34,7 +36,9 @@ async def op(client: TestClient[Any, Any], platform_key: str) -> dict[str, Any]:
     return await make_operator(client, platform_key)
 
 
-async def test_verifies(client: TestClient[Any, Any], op: dict[str, Any], idp_dir: Path, settings: Settings) -> None:
+async def test_verifies(
+    client: TestClient[Any, Any], op: dict[str, Any], idp_dir: Path, settings: Settings
+) -> None:
     token = sign_attestation(idp_dir, settings.audience, await _nonce(client, op))
     status, body = await _submit(client, op, token)
     assert status == 200, body
@@ -126,7 +130,9 @@ async def test_nonce_of_another_operator(
     assert "not issued to this operator" in body["error"]["message"]
 
 
-async def test_nonce_never_issued(client: TestClient[Any, Any], op: dict[str, Any], idp_dir: Path, settings: Settings) -> None:
+async def test_nonce_never_issued(
+    client: TestClient[Any, Any], op: dict[str, Any], idp_dir: Path, settings: Settings
+) -> None:
     token = sign_attestation(idp_dir, settings.audience, "n" * 32)
     status, body = await _submit(client, op, token)
     assert (status, body["error"]["code"]) == (400, "attestation_nonce")
@@ -149,13 +155,17 @@ async def test_nonce_expired(
 ) -> None:
     nonce = await _nonce(client, op)
     async with pool.acquire() as conn:
-        await conn.execute("UPDATE identity_nonces SET expires_at = now() - interval '1 second' WHERE nonce = $1", nonce)
+        await conn.execute(
+            "UPDATE identity_nonces SET expires_at = now() - interval '1 second' WHERE nonce = $1", nonce
+        )
     status, body = await _submit(client, op, sign_attestation(idp_dir, settings.audience, nonce))
     assert (status, body["error"]["code"]) == (400, "attestation_nonce")
     assert "expired" in body["error"]["message"]
 
 
-async def test_replay(client: TestClient[Any, Any], op: dict[str, Any], idp_dir: Path, settings: Settings) -> None:
+async def test_replay(
+    client: TestClient[Any, Any], op: dict[str, Any], idp_dir: Path, settings: Settings
+) -> None:
     token = sign_attestation(idp_dir, settings.audience, await _nonce(client, op))
     assert (await _submit(client, op, token))[0] == 200
     status, body = await _submit(client, op, token)
@@ -208,7 +218,12 @@ async def test_revoke_and_staff_read_is_audited(
     settings: Settings,
 ) -> None:
     op = await verified_operator(
-        client, platform_key, idp_dir, settings.audience, legal_name="Zhang Wei Test", id_number="110105194912310021"
+        client,
+        platform_key,
+        idp_dir,
+        settings.audience,
+        legal_name="Zhang Wei Test",
+        id_number="110105194912310021",
     )
     r = await client.get(f"/v1/operators/{op['id']}/identity", headers=auth(staff_key))
     assert r.status == 400  # a reason is required
@@ -216,16 +231,22 @@ async def test_revoke_and_staff_read_is_audited(
     assert r.status == 200
     ident = await r.json()
     assert ident["legal_name"] == "Zhang Wei Test" and ident["id_number"] == "110105194912310021"
-    r = await client.post(f"/v1/operators/{op['id']}/identity/revoke", json={"reason": "fraud case 7"},
-                          headers=auth(staff_key))
+    r = await client.post(
+        f"/v1/operators/{op['id']}/identity/revoke", json={"reason": "fraud case 7"}, headers=auth(staff_key)
+    )
     assert r.status == 200 and (await r.json())["identity_status"] == "revoked"
     r = await client.get("/v1/audit?limit=1000", headers=auth(admin_key))
     entries = (await r.json())["entries"]
     page = [e for e in entries if e["target_id"] == op["id"]]
     while (await r.json())["next_cursor"]:
-        r = await client.get(f"/v1/audit?limit=1000&cursor={(await r.json())['next_cursor']}", headers=auth(admin_key))
+        r = await client.get(
+            f"/v1/audit?limit=1000&cursor={(await r.json())['next_cursor']}", headers=auth(admin_key)
+        )
         page += [e for e in (await r.json())["entries"] if e["target_id"] == op["id"]]
-    assert [(e["action"], e["reason"]) for e in page] == [("identity.read", "ticket-42"), ("identity.revoke", "fraud case 7")]
+    assert [(e["action"], e["reason"]) for e in page] == [
+        ("identity.read", "ticket-42"),
+        ("identity.revoke", "fraud case 7"),
+    ]
     assert "Zhang" not in str(page) and "110105" not in str(page)
     # A revoked identity cannot verify again.
     nonce = await _nonce(client, op)
@@ -234,19 +255,27 @@ async def test_revoke_and_staff_read_is_audited(
 
 
 async def test_no_plain_pii_anywhere_in_the_database(
-    client: TestClient[Any, Any], platform_key: str, staff_key: str, idp_dir: Path, settings: Settings, pool: asyncpg.Pool
+    client: TestClient[Any, Any],
+    platform_key: str,
+    staff_key: str,
+    idp_dir: Path,
+    settings: Settings,
+    pool: asyncpg.Pool,
 ) -> None:
     """After a full flow, read every text, json and bytea column and find no legal name or ID number."""
     name = f"Plaintext Canary {uuid.uuid4().hex[:8]}"
     number = f"44030419900101{uuid.uuid4().int % 1000:03d}7"
-    op = await verified_operator(client, platform_key, idp_dir, settings.audience, legal_name=name, id_number=number)
+    op = await verified_operator(
+        client, platform_key, idp_dir, settings.audience, legal_name=name, id_number=number
+    )
     await client.get(f"/v1/operators/{op['id']}/identity?reason=pii-scan", headers=auth(staff_key))
     needles = [name.encode(), number.encode(), name.encode("utf-16-le")]
     async with pool.acquire() as conn:
         cols = await conn.fetch(
             """SELECT table_name, column_name, data_type FROM information_schema.columns
-               WHERE table_schema = 'public' AND data_type IN ('text', 'character varying', 'json', 'jsonb', 'bytea',
-                                                               'ARRAY', 'USER-DEFINED')"""
+               WHERE table_schema = 'public'
+                 AND data_type IN ('text', 'character varying', 'json', 'jsonb', 'bytea',
+                                   'ARRAY', 'USER-DEFINED')"""
         )
         assert cols
         scanned = 0

@@ -61,7 +61,9 @@ async def test_wrong_role_is_403(
     assert role.value in body["error"]["message"]
 
 
-async def test_revoked_key_fails_at_once(client: TestClient[Any, Any], admin_key: str, pool: asyncpg.Pool) -> None:
+async def test_revoked_key_fails_at_once(
+    client: TestClient[Any, Any], admin_key: str, pool: asyncpg.Pool
+) -> None:
     staff = await make_key(pool, Role.STAFF)
     r = await client.post("/v1/keys", json={"role": "staff"}, headers=auth(admin_key))
     created = await r.json()

@@ -42,7 +42,7 @@ async def test_changed_applied_file_is_refused(scratch: asyncpg.Connection, tmp_
     _write(tmp_path, "0001_a.sql", "CREATE TABLE t (a int);")
     await migrate.apply_migrations(scratch, migrate.load_migrations(tmp_path))
     _write(tmp_path, "0001_a.sql", "CREATE TABLE t (a bigint);")
-    with pytest.raises(migrate.MigrationError, match="0001_a.sql was changed after it was applied"):
+    with pytest.raises(migrate.MigrationError, match=r"0001_a\.sql was changed after it was applied"):
         await migrate.apply_migrations(scratch, migrate.load_migrations(tmp_path))
 
 
@@ -57,7 +57,7 @@ async def test_failed_migration_leaves_nothing(scratch: asyncpg.Connection, tmp_
 
 def test_misnamed_file_is_refused(tmp_path: Path) -> None:
     _write(tmp_path, "1_a.sql", "SELECT 1;")
-    with pytest.raises(migrate.MigrationError, match="must look like 0001_name.sql"):
+    with pytest.raises(migrate.MigrationError, match=r"must look like 0001_name\.sql"):
         migrate.load_migrations(tmp_path)
 
 
