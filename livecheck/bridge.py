@@ -39,6 +39,7 @@ __all__ = [
     "EXIT_REJECTED",
     "SUBPROTOCOL",
     "challenge_prompt",
+    "parse_listen",
     "run_vmc_bridge",
     "summary_lines",
     "verdict_lines",
@@ -100,13 +101,30 @@ def verdict_lines(msg: dict[str, Any]) -> list[str]:
 
 def summary_lines(msg: dict[str, Any]) -> list[str]:
     """Lines for a ``session.summary``."""
-    c = msg.get("challenges") if isinstance(msg.get("challenges"), dict) else {}
+    raw = msg.get("challenges")
+    c: dict[str, Any] = raw if isinstance(raw, dict) else {}
     counts = ", ".join(f"{k} {c.get(k, 0)}" for k in ("issued", "passed", "failed", "missed", "open"))
     return [
         f"session ended after {msg.get('duration_s')} s: final {msg.get('final_state')}, "
         f"worst {msg.get('worst_state')}",
         f"  challenges: {counts}",
     ]
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """Parse ``--listen``: ``HOST:PORT``, ``[IPv6]:PORT`` or a bare ``PORT`` (on 127.0.0.1).
+
+    Raises:
+        ValueError: not one of those forms, or the port is not 0–65535.
+    """
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = "127.0.0.1", text
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"--listen must be HOST:PORT with a port 0–65535, got {text!r}")
+    return host, int(port_text)
 
 
 def new_session_id() -> str:
@@ -194,6 +212,8 @@ class _Bridge:
         self._warned_source = False
         # Where we listen, for the operator ("127.0.0.1:39539").
         self.listen_text = ""
+        # Whether the current connection got a session.accepted.
+        self._accepted_here = False
 
     def say(self, line: str) -> None:
         """Print one line for the operator, now (the challenge time is taken right after)."""
@@ -237,6 +257,7 @@ class _Bridge:
         backoff = _BACKOFF_FIRST_S
         while True:
             self.say(f"connecting to {url}")
+            self._accepted_here = False
             try:
                 async with connect(
                     url,
@@ -268,7 +289,9 @@ class _Bridge:
                         return self._stopped_offline()
                 case _Lost():
                     now = time.monotonic()
-                    lost_since = now if lost_since is None else lost_since
+                    if lost_since is None or self._accepted_here:
+                        # A connection that got as far as session.accepted starts a fresh resume window.
+                        lost_since, backoff = now, _BACKOFF_FIRST_S
                     if now - lost_since > self.resume_window_s:
                         self.say("error: could not resume the session within its resume window")
                         return EXIT_ENDED
@@ -358,8 +381,11 @@ class _Bridge:
         """React to one server message; an outcome ends this connection."""
         kind = msg.get("type")
         if kind == "reconnect":
-            after = msg.get("after_s")
-            return _Reconnect(str(msg.get("url")), float(after) if isinstance(after, int | float) else 0.0)
+            url, after = msg.get("url"), msg.get("after_s")
+            if not isinstance(url, str) or not url.startswith(("ws://", "wss://")):
+                self.say(f"server error: reconnect to an unusable url {url!r} ignored")
+                return None
+            return _Reconnect(url, float(after) if isinstance(after, int | float) else 0.0)
         if kind in ("keepalive", "welcome") or ("session" in msg and msg["session"] != self.client.session):
             return None
         if kind == "session.accepted":
@@ -388,6 +414,7 @@ class _Bridge:
         resumed = self.client.opened
         resume_from = msg.get("resume_from_seq")
         self.client.on_accepted(resume_from if isinstance(resume_from, int) else None)
+        self._accepted_here = True
         policy = msg.get("policy")
         if isinstance(policy, dict) and isinstance(policy.get("resume_window_s"), int | float):
             self.resume_window_s = float(policy["resume_window_s"])
@@ -476,13 +503,16 @@ async def run_vmc_bridge(
     bridge = _Bridge(
         live_url=live_url, key=key, client=client, out=out, batch_interval_s=batch_interval_s, stop=stop
     )
-    handled: list[signal.Signals] = []
+    # Signals we took over, with the handler to put back: remove_signal_handler() would reset SIGINT to
+    # Python's default and so drop asyncio.run()'s own Ctrl-C handling (asyncio.Runner._on_sigint).
+    handled: list[tuple[signal.Signals, Any]] = []
     if install_signal_handlers:
         for sig in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.getsignal(sig)
             # Not available off the main thread or on Windows' proactor loop: Ctrl-C then cancels instead.
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, stop.set)
-                handled.append(sig)
+                handled.append((sig, previous))
     transport: asyncio.DatagramTransport | None = None
     ticker: asyncio.Task[None] | None = None
     try:
@@ -507,5 +537,7 @@ async def run_vmc_bridge(
                 await ticker
         if transport is not None:
             transport.close()
-        for sig in handled:
+        for sig, previous in handled:
             loop.remove_signal_handler(sig)
+            if previous is not None:
+                signal.signal(sig, previous)

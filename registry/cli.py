@@ -50,6 +50,19 @@ def _parser() -> argparse.ArgumentParser:
     kr = keys_sub.add_parser("revoke", help="revoke a key by id")
     kr.add_argument("id")
 
+    bridge = sub.add_parser("bridge", help="tracker bridges into the live protocol")
+    bridge_sub = bridge.add_subparsers(dest="bridge_command", required=True, metavar="SOURCE")
+    vmc = bridge_sub.add_parser("vmc", help="receive VMC protocol (OSC over UDP) and stream it to livecheck")
+    vmc.add_argument("--listen", default="127.0.0.1:39539", help="UDP address to receive VMC on")
+    vmc.add_argument(
+        "--live", required=True, help="livecheck websocket URL, e.g. ws://127.0.0.1:8081/v1/live"
+    )
+    vmc.add_argument("--key", required=True, help="an ingest API key")
+    vmc.add_argument("--avatar", required=True, help="the registered avatar id")
+    vmc.add_argument("--operator", required=True, help="the operator id driving it")
+    vmc.add_argument("--session", help="session id (default: generated)")
+    vmc.add_argument("--stream", help="opaque stream id to pass along")
+
     idp = sub.add_parser("idp", help="the development identity provider (local testing only)")
     idp_sub = idp.add_subparsers(dest="idp_command", required=True, metavar="ACTION")
     kg = idp_sub.add_parser("dev-keygen", help="write a development provider key and its JWKS")
@@ -101,6 +114,21 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return _keys(args, settings)
     if args.command == "idp":
         return _idp(args, settings)
+    if args.command == "bridge":
+        from livecheck.bridge import parse_listen, run_vmc_bridge
+
+        return asyncio.run(
+            run_vmc_bridge(
+                parse_listen(args.listen),
+                args.live,
+                args.key,
+                args.avatar,
+                args.operator,
+                args.session,
+                sys.stdout,
+                stream_id=args.stream,
+            )
+        )
     raise AssertionError(args.command)
 
 

@@ -24,7 +24,12 @@ Rules decided here:
   start like an accepted format but whose header does not parse are corrupt (422), not unsupported.
 - **Fully decoded.** PNG files are structurally verified through ``IEND`` (chunk CRCs), then every format
   is fully decoded with ``load()``; a truncated or corrupt file is a 422, not a half-grey image.
-- **Pixels out.** EXIF orientation is applied (a broken EXIF block is metadata, not pixels: it is ignored);
+- **Pillow's own warnings.** Pillow warns (rather than raises) about some damaged metadata, e.g. a corrupt
+  EXIF block. With the default warnings filter it prints and decoding goes on without that metadata;
+  where warnings are errors (our tests, ``python -W error``) the warning stops decoding and the upload is
+  ``image_corrupt``. The filter is not touched here: ``warnings.catch_warnings`` is process-wide and not
+  thread-safe.
+- **Pixels out.** EXIF orientation is applied (an unreadable orientation is ignored);
   16-bit greyscale is scaled to 8 bits; transparency is flattened onto white, so the colour hidden under
   fully transparent pixels cannot change a fingerprint; the result is RGB with its metadata dropped.
 """
@@ -287,7 +292,8 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         # 16-bit greyscale PNG ("I;16", "I;16B", "I"): Pillow's convert() clips at 255 instead of scaling.
         grey = np.asarray(im).astype(np.int64).clip(0, 0xFFFF) >> 8
         im = Image.fromarray(grey.astype(np.uint8))
-    if im.mode == "P" and "transparency" in im.info:
+    if "transparency" in im.info and im.mode in ("1", "L", "P", "RGB"):
+        # A palette entry or colour key (PNG tRNS) marks transparent pixels; make that an alpha channel.
         im = im.convert("RGBA")
     if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = im.convert("RGBA")

@@ -59,9 +59,9 @@ import zipfile
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeGuard
 
-from pygltflib import GLTF2
+from pygltflib import GLTF2  # type: ignore[import-untyped]  # pygltflib ships no type information
 
 from registry.errors import PayloadTooLarge, Unprocessable, UnsupportedMediaType
 
@@ -210,7 +210,8 @@ def parse_model(
     Raises:
         PayloadTooLarge: ``model_too_large``, more than ``max_bytes``.
         UnsupportedMediaType: ``model_unsupported``, neither a GLB nor a zip.
-        Unprocessable: ``model_invalid``, a malformed model; ``details["reason"]`` names the failed check
+        Unprocessable: ``model_invalid``, a malformed model; ``details["kind"]`` is what it was read as
+            and ``details["reason"]`` names the failed check
             (e.g. ``glb_length``, ``not_vrm``, ``vrm_meta``, ``zip_path``, ``zip_ratio``,
             ``live2d_missing_reference``).
     """
@@ -307,7 +308,7 @@ def _decode_json_chunk(json_bytes: bytes) -> dict[str, Any]:
     """Decode the JSON chunk (UTF-8, strict JSON: no NaN/Infinity) and check the top-level ``asset``."""
     try:
         # The spec pads with spaces; some exporters pad with NULs, which carry no content either.
-        text = json_bytes.rstrip(b"\x00").decode("utf-8")
+        text = json_bytes.rstrip(b" \x00").decode("utf-8")
         document = json.loads(text, parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise _Invalid("gltf_json", f"JSON chunk is not valid UTF-8 JSON ({type(exc).__name__})") from exc
@@ -360,16 +361,7 @@ def _check_buffers(gltf: GLTF2, views: object, bin_length: int | None) -> None:
     if not isinstance(views, list):
         raise _Invalid("gltf_structure", "bufferViews must be an array")
     for i, view in enumerate(views):
-        index = view.get("buffer") if isinstance(view, dict) else None
-        offset = view.get("byteOffset", 0) if isinstance(view, dict) else None
-        size = view.get("byteLength") if isinstance(view, dict) else None
-        if not (
-            _is_index(index, len(lengths))
-            and _is_index(offset, 1 << 53)
-            and _is_index(size, 1 << 53)
-            and size >= 1
-            and offset + size <= lengths[index]
-        ):
+        if not _view_fits(view, lengths):
             raise _Invalid("gltf_structure", f"bufferViews[{i}] is not inside a buffer")
     for i, image in enumerate(gltf.images):
         if image.uri is not None:
@@ -377,6 +369,18 @@ def _check_buffers(gltf: GLTF2, views: object, bin_length: int | None) -> None:
         view = image.bufferView
         if view is not None and not _is_index(view, len(views)):
             raise _Invalid("gltf_structure", f"images[{i}].bufferView is not a buffer view")
+
+
+def _view_fits(view: object, buffer_lengths: list[int]) -> bool:
+    """A buffer view (glTF 2.0 §3.6.2.2) names an existing buffer and a non-empty range inside it."""
+    if not isinstance(view, dict):
+        return False
+    index, offset, size = view.get("buffer"), view.get("byteOffset", 0), view.get("byteLength")
+    if not (
+        _is_index(index, len(buffer_lengths)) and _is_index(offset, 1 << 53) and _is_index(size, 1 << 53)
+    ):
+        return False
+    return bool(size >= 1 and offset + size <= buffer_lengths[index])
 
 
 def _check_embedded_uri(uri: object, where: str) -> None:
@@ -445,7 +449,8 @@ def _object(value: object, where: str) -> Mapping[str, Any]:
     return value
 
 
-def _is_index(value: object, count: int) -> bool:
+def _is_index(value: object, count: int) -> TypeGuard[int]:
+    """True for an integer (not a bool) in ``range(count)``."""
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < count
 
 

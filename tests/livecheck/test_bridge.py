@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import json
 import math
 import os
@@ -39,6 +40,7 @@ from livecheck.bridge import (
     EXIT_REJECTED,
     SUBPROTOCOL,
     challenge_prompt,
+    parse_listen,
     run_vmc_bridge,
     summary_lines,
     verdict_lines,
@@ -122,7 +124,7 @@ class StubConnection:
         text = await self.ws.recv()
         assert isinstance(text, str), "the protocol uses text frames"
         parse_client_message(text)  # raises BadMessage on anything the real server would refuse
-        msg = json.loads(text)
+        msg: dict[str, Any] = json.loads(text)
         required, optional = FIELDS[msg["type"]]
         assert required <= set(msg) <= required | optional, msg
         self.received.append(msg)
@@ -282,7 +284,8 @@ async def bridge(url: str, session: str | None = "sess-1", **kwargs: Any) -> Asy
         )
     )
     try:
-        done, _ = await asyncio.wait({task, bound}, return_when=asyncio.FIRST_COMPLETED)
+        started: set[asyncio.Future[Any]] = {task, bound}
+        await asyncio.wait(started, return_when=asyncio.FIRST_COMPLETED)
         port = bound.result()[1] if bound.done() else 0
         yield BridgeRun(task=task, port=port, stop=stop, out=out)
     finally:
@@ -305,7 +308,7 @@ def assert_protocol_stream(messages: list[dict[str, Any]], *, first_seq: int = 1
     numbered = [m for m in messages if "seq" in m]
     assert [m["seq"] for m in numbered] == list(range(first_seq, first_seq + len(numbered)))
     ts = [t for t, _, _ in tracking_samples(messages)]
-    assert all(b > a for a, b in zip(ts, ts[1:], strict=False)), "ts must increase strictly"
+    assert all(b > a for a, b in itertools.pairwise(ts)), "ts must increase strictly"
     for m in messages:
         if m["type"] == "tracking":
             assert 1 <= len(m["ts"]) <= 120
@@ -608,3 +611,22 @@ class TestOperatorText:
         assert (
             summary_lines(summary("s"))[1] == "  challenges: issued 1, passed 1, failed 0, missed 0, open 0"
         )
+
+
+class TestParseListen:
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("127.0.0.1:39539", ("127.0.0.1", 39539)),
+            ("0.0.0.0:0", ("0.0.0.0", 0)),
+            ("[::1]:39540", ("::1", 39540)),
+            ("39541", ("127.0.0.1", 39541)),
+        ],
+    )
+    def test_accepted_forms(self, text: str, expected: tuple[str, int]) -> None:
+        assert parse_listen(text) == expected
+
+    @pytest.mark.parametrize("text", ["", "localhost", "host:", ":39539", "host:70000", "host:-1", "host:x"])
+    def test_refused_forms(self, text: str) -> None:
+        with pytest.raises(ValueError, match="--listen must be HOST:PORT"):
+            parse_listen(text)
