@@ -159,9 +159,10 @@ def hash_from_tile(tile: Tile, data: bytes, index: int) -> bytes:
 def new_tiles(old_size: int, new_size: int, height: int = TILE_HEIGHT) -> list[Tile]:
     """Return the hash tiles to publish when the tree grows from ``old_size`` to ``new_size`` leaves.
 
-    That is every full tile completed since ``old_size`` and every partial tile width between the two sizes
-    (C2SP tlog-tiles: a tree of size s has, at level l, a partial tile of ``s // 256**l % 256`` hashes). The
-    tiles for a whole tree are ``new_tiles(0, size)``. Entry bundles follow the level-0 tiles one for one.
+    That is every full tile completed since ``old_size`` and, at each level that changed, the partial tile of
+    ``new_size`` (C2SP tlog-tiles: a tree of size s has, at level l, a partial tile of ``s // 256**l % 256``
+    hashes). ``new_tiles(0, size)`` lists every tile of a tree. Entry bundles follow the level-0 tiles one
+    for one. Raises ``ValueError`` unless ``0 <= old_size <= new_size``.
     """
     if not 0 <= old_size <= new_size:
         raise ValueError(f"invalid tree sizes: old {old_size}, new {new_size}")
@@ -170,13 +171,12 @@ def new_tiles(old_size: int, new_size: int, height: int = TILE_HEIGHT) -> list[T
     while new_size >> (height * level) > 0:
         old_n = old_size >> (height * level)
         new_n = new_size >> (height * level)
-        for n in range(old_n >> height, new_n >> height):
-            tiles.append(Tile(level=level, index=n, width=1 << height, height=height))
-        n = new_n >> height
-        max_width = new_n - (n << height)
-        min_width = max(1, old_n - (n << height))
-        for width in range(min_width, max_width + 1):
-            tiles.append(Tile(level=level, index=n, width=width, height=height))
+        if old_n != new_n:
+            for n in range(old_n >> height, new_n >> height):
+                tiles.append(Tile(level=level, index=n, width=1 << height, height=height))
+            n = new_n >> height
+            if width := new_n - (n << height):
+                tiles.append(Tile(level=level, index=n, width=width, height=height))
         level += 1
     return tiles
 
@@ -264,7 +264,7 @@ def parse_tile_path(path: str) -> Tile:
     if level > _MAX_LEVEL:
         raise TilePathError(f"tile level out of range in {path!r}: limit {_MAX_LEVEL}, got {level}")
     width = TILE_WIDTH if width_text is None else int(width_text)
-    if width >= TILE_WIDTH:
+    if width_text is not None and width >= TILE_WIDTH:
         raise TilePathError(
             f"partial tile width out of range in {path!r}: limit {TILE_WIDTH - 1}, got {width}"
         )

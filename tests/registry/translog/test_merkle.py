@@ -1,8 +1,9 @@
 """Tests for registry/translog/merkle.py: RFC 6962/9162 hashing, proofs and their verification.
 
-Vectors: the 8-leaf tree of Certificate Transparency's merkle_tree_test (as carried by transparency-dev/merkle's
-proof/verify_test.go), Go tlog's record-hash golden value, and real responses of Google's Argon 2020 CT log
-(from Go tlog's testdata). Every size up to 64 is also checked against a naive recursive reading of RFC 6962.
+Vectors: the 8-leaf tree of Certificate Transparency's merkle_tree_test (as carried by
+transparency-dev/merkle's proof/verify_test.go), Go tlog's record-hash golden value, and real responses of
+Google's Argon 2020 CT log (from Go tlog's testdata). Every size up to 64 is also checked against a naive
+recursive reading of RFC 6962.
 """
 
 from __future__ import annotations
@@ -190,7 +191,7 @@ class TestHashing:
         assert leaf_hash(left + right) != node_hash(left, right)
 
     def test_empty_root_is_sha256_of_nothing(self) -> None:
-        assert EMPTY_ROOT == root_of(0)
+        assert root_of(0) == EMPTY_ROOT
         assert root_hash([]) == EMPTY_ROOT
 
 
@@ -245,7 +246,7 @@ class TestCertificateTransparencyLog:
 
 
 class TestNaiveRecomputation:
-    """Every tree size 1..64, every leaf and every pair of sizes, against the recursive RFC 6962 definitions."""
+    """Every tree size 1..64, every leaf and every pair of sizes, against the recursive RFC 6962 rules."""
 
     def test_roots_match_naive(self) -> None:
         for n in range(NAIVE_N + 1):
@@ -285,7 +286,7 @@ class TestNaiveRecomputation:
                 proof = consistency_proof(leaves, m)
                 for k in range(len(proof)):
                     bad = [*proof[:k], bytes([proof[k][0] ^ 1]) + proof[k][1:], *proof[k + 1 :]]
-                    with pytest.raises(ProofError, match="does not lead to the (old|new) root"):
+                    with pytest.raises(ProofError, match=r"does not lead to the (old|new) root"):
                         verify_consistency(m, n, bad, NAIVE_ROOTS[m], NAIVE_ROOTS[n])
 
 
@@ -321,7 +322,9 @@ class TestInclusionRejections:
 
     def test_proof_hash_wrong_length(self) -> None:
         bad = [INCL_PROOF[0], b"", INCL_PROOF[2]]
-        with pytest.raises(ProofError, match="inclusion proof hash 1 has wrong length: expected 32 bytes, got 0"):
+        with pytest.raises(
+            ProofError, match="inclusion proof hash 1 has wrong length: expected 32 bytes, got 0"
+        ):
             verify_inclusion(INCL_INDEX, INCL_SIZE, INCL_LEAF, bad, root_of(8))
 
     def test_leaf_hash_wrong_length(self) -> None:
@@ -344,7 +347,9 @@ class TestInclusionRejections:
         ],
     )
     def test_wrong_leaf_index_or_root(self, index: int, size: int, leaf: bytes, root: bytes) -> None:
-        with pytest.raises(ProofError, match="inclusion proof does not lead to the root: expected [0-9a-f]{64}"):
+        with pytest.raises(
+            ProofError, match=r"inclusion proof does not lead to the root: expected [0-9a-f]{64}"
+        ):
             verify_inclusion(index, size, leaf, INCL_PROOF, root)
 
     def test_wrong_tree_size_changes_the_path_length(self) -> None:
@@ -426,7 +431,9 @@ class TestConsistencyRejections:
 
     def test_proof_hash_wrong_length(self) -> None:
         bad = [CONS_PROOF[0], CONS_PROOF[1][:31], CONS_PROOF[2]]
-        with pytest.raises(ProofError, match="consistency proof hash 1 has wrong length: expected 32 bytes, got 31"):
+        with pytest.raises(
+            ProofError, match="consistency proof hash 1 has wrong length: expected 32 bytes, got 31"
+        ):
             verify_consistency(CONS_OLD, CONS_NEW, bad, root_of(6), root_of(8))
 
     def test_old_root_wrong_length(self) -> None:
