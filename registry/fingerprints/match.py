@@ -109,7 +109,10 @@ def exact_scan(
     dists: list[np.ndarray[Any, Any]] = []
     for lo in range(0, len(words), _SCAN_BLOCK):
         block = words[lo : lo + _SCAN_BLOCK]
-        d = _distances(block, q)
+        # Column by column with a uint16 accumulator: about twice as fast as one sum over axis 1.
+        d = np.bitwise_count(block[:, 0] ^ q[0]).astype(np.uint16)
+        for j in range(1, _WORDS):
+            d += np.bitwise_count(block[:, j] ^ q[j])
         hit = np.flatnonzero(d <= threshold)
         if hit.size:
             rows.append(hit + lo)
@@ -151,7 +154,9 @@ class MatchIndex:
         return self._live
 
     def __contains__(self, fingerprint_id: object) -> bool:
-        return isinstance(fingerprint_id, int) and self._find_live_row(fingerprint_id) is not None
+        if isinstance(fingerprint_id, bool) or not isinstance(fingerprint_id, int | np.integer):
+            return False
+        return self._find_live_row(int(fingerprint_id)) is not None
 
     def add(self, fingerprint_id: FingerprintId | int, bits: bytes) -> None:
         """Add one hash, replacing the hash of ``fingerprint_id`` if it is already present.
@@ -251,6 +256,12 @@ class MatchIndex:
     def segment_count(self) -> int:
         """Indexed segments a query probes (besides the tail); a gauge for ``/metrics``."""
         return len(self._segments)
+
+    def layout_summary(self) -> str:
+        """How the rows are indexed, for logs and benchmarks: ``"11x23 bits: 10000000 rows; tail: 0"``."""
+        parts = [f"{seg.layout.chunks}x{seg.layout.width} bits: {seg.span} rows" for seg in self._segments]
+        parts.append(f"tail: {self._rows - self._tail_start}")
+        return "; ".join(parts)
 
     # -- updates --------------------------------------------------------------------------------------
 
