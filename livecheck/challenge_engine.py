@@ -157,12 +157,14 @@ class ChallengeEngine:
         if n == 0:
             return [Reason("awaiting_challenge", "no challenge answered yet")]
         reasons: list[Reason] = []
+        # "2 of 3 challenges missed" while there were only three; "of the last 3" once there were more.
+        of = f"the last {n}" if sum(self._totals.values()) > n else f"{n}"
         missed = sum(1 for res, _, _ in recent if res == "missed")
         late = sum(1 for res, _, flags in recent if res == "failed" and not flags)
         if missed:
-            reasons.append(Reason("challenges_missed", f"{missed} of {n} challenges missed"))
+            reasons.append(Reason("challenges_missed", f"{missed} of {of} challenges missed"))
         if late:
-            reasons.append(Reason("challenges_failed", f"{late} of {n} challenges not completed in time"))
+            reasons.append(Reason("challenges_failed", f"{late} of {of} challenges not completed in time"))
         for res, ms, flags in recent:
             if res != "failed" or ms is None:
                 continue
@@ -185,7 +187,7 @@ class ChallengeEngine:
             reasons.append(
                 Reason(
                     "challenges_passed",
-                    f"{len(passed)} of {n} challenges passed, median reaction {median(passed):.0f} ms",
+                    f"{len(passed)} of {of} challenges passed, median reaction {median(passed):.0f} ms",
                 )
             )
         return reasons
@@ -209,9 +211,7 @@ class ChallengeEngine:
                 )
         total = self._received + self._lost
         if total and self._lost / total > r.max_lost_fraction:
-            reasons.append(
-                Reason("messages_lost", f"{self._lost} of {total} messages lost (seq gaps)")
-            )
+            reasons.append(Reason("messages_lost", f"{self._lost} of {total} messages lost (seq gaps)"))
         return reasons
 
     # -- checkpoints

@@ -405,13 +405,16 @@ class ChallengeTracker:
         return ch is not None and ch.challenge_id == challenge_id and ch.shown_t is None
 
     def next_deadline(self) -> float | None:
-        """The server time at which the open challenge is missed or failed, if one is open."""
+        """The first server time at which :meth:`check` misses or fails the open challenge, if one is open.
+
+        The deadlines are inclusive ("within 5 s"), so this is the float just after them.
+        """
         ch = self._open
         if ch is None:
             return None
         if ch.shown_at is None:
-            return ch.issued_at + self.rules.show_within_s
-        return ch.shown_at + self.rules.deadline_s + ARRIVAL_GRACE_S
+            return math.nextafter(ch.issued_at + self.rules.show_within_s, math.inf)
+        return math.nextafter(ch.shown_at + self.rules.deadline_s + ARRIVAL_GRACE_S, math.inf)
 
     def window_size(self) -> int:
         """How many samples are kept."""

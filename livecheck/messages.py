@@ -12,6 +12,7 @@ JSON text of a frame.
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Annotated, Any, Literal, Required, TypeAlias
 
@@ -195,7 +196,7 @@ class Tracking(BaseModel):
     def _check_shape(self) -> Tracking:
         ts = self.ts
         n = len(ts)
-        for a, b in zip(ts, ts[1:], strict=False):
+        for a, b in itertools.pairwise(ts):
             if b <= a:
                 raise ValueError("ts must increase strictly")
         for name, values in self.channels.items():  # type: ignore[attr-defined]  # a dict at runtime

@@ -242,7 +242,9 @@ def parse_policy(text: str, *, source: str = "policy") -> Policy:
             for err in exc.errors(include_url=False, include_input=False)
         ]
         listed = "; ".join(f"{p['loc']}: {p['msg']}" if p["loc"] else p["msg"] for p in problems)
-        raise Unprocessable(f"{source} is invalid: {listed}", code="policy_invalid", details=problems) from exc
+        raise Unprocessable(
+            f"{source} is invalid: {listed}", code="policy_invalid", details=problems
+        ) from exc
 
 
 def load_policy(path: Path | None = None) -> Policy:
