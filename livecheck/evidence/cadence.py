@@ -82,7 +82,11 @@ class Cadence:
         drop_rate = self._drops / (n + self._drops)
         rounded = self._ms_grid > 0.95 * n
         if sd_ms < self.p.fixed_cadence_ms or (rounded and sd_ms < 0.6):
-            how = "to the rounding of whole milliseconds" if rounded and sd_ms >= self.p.fixed_cadence_ms else ""
+            how = (
+                "to the rounding of whole milliseconds"
+                if rounded and sd_ms >= self.p.fixed_cadence_ms
+                else ""
+            )
             return [
                 Evidence(
                     "cadence_fixed",
@@ -102,7 +106,8 @@ class Cadence:
                         "cadence_uniform_jitter",
                         "cadence",
                         -1.5,
-                        f"frame-time jitter is bounded and flat (excess kurtosis {kurt:.2f}, σ = {sd_ms:.2f} ms):"
+                        f"frame-time jitter is bounded and flat (excess kurtosis {kurt:.2f}, "
+                        f"σ = {sd_ms:.2f} ms):"
                         f" added by a script, not a camera",
                     )
                 ]

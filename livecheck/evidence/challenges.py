@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from ..engine import ChallengeOutcome
-from .base import Evidence
+from .base import Evidence, Override
 from .policy import ChallengePolicy
 from .ring import Ring
 
@@ -22,18 +22,22 @@ __all__ = ["Challenges"]
 class Challenges:
     """Counts of outcomes and the last 32 reaction times."""
 
-    __slots__ = ("_failed", "_flagged", "_flags", "_missed", "_passed", "_rt", "p")
+    __slots__ = ("_failed", "_flagged", "_flags", "_late", "_missed", "_passed", "_recent", "_rt", "p")
 
     def __init__(self, policy: ChallengePolicy) -> None:
         self.p = policy
         self._passed = 0
         self._failed = 0
         self._missed = 0
+        self._late = 0  # passes whose movement began too late to be an answer (a coincidence)
         self._flagged = 0  # outcomes that carried a flag against the session (too fast, moved before shown)
         self._flags: dict[str, int] = {}  # flag code -> count (codes come from the challenge engine)
         self._rt = Ring("f", 32)  # reaction times of passed, unflagged challenges, ms
+        self._recent = Ring("B", 8)  # the last outcomes: 1 = passed cleanly, 0 = anything else
 
     def on_outcome(self, o: ChallengeOutcome) -> None:
+        late = o.result == "passed" and o.reaction_ms is not None and o.reaction_ms > self.p.late_ms
+        self._recent.push(1 if o.result == "passed" and not o.flags and not late else 0)
         if o.flags:
             self._flagged += 1
             for f in o.flags[:4]:
@@ -42,7 +46,9 @@ class Challenges:
                     self._flags[f] = self._flags.get(f, 0) + 1
         if o.result == "passed":
             self._passed += 1
-            if o.reaction_ms is not None and not o.flags:
+            if late:
+                self._late += 1
+            elif o.reaction_ms is not None and not o.flags:
                 self._rt.push(o.reaction_ms)
         elif o.result == "failed":
             self._failed += 1
@@ -56,7 +62,7 @@ class Challenges:
     def evidence(self) -> list[Evidence]:
         p = self.p
         out: list[Evidence] = []
-        clean_pass = max(self._passed - self._flagged, 0)
+        clean_pass = max(self._passed - self._flagged - self._late, 0)
         if clean_pass:
             out.append(
                 Evidence(
@@ -64,6 +70,17 @@ class Challenges:
                     "challenges",
                     p.passed_llr * clean_pass,
                     f"{clean_pass} of {self.issued} challenges answered in time",
+                )
+            )
+        if self._late:
+            out.append(
+                Evidence(
+                    "reaction_too_late",
+                    "challenges",
+                    p.late_llr * self._late,
+                    f"{self._late} challenges were met only by a movement starting over "
+                    f"{p.late_ms / 1000:.1f} s "
+                    f"after the prompt: a coincidence, not an answer",
                 )
             )
         if self._missed:
@@ -99,12 +116,13 @@ class Challenges:
             mean = sum(rts) / len(rts)
             sd = math.sqrt(sum((x - mean) ** 2 for x in rts) / (len(rts) - 1))
             med = sorted(rts)[len(rts) // 2]
-            if sd < p.regular_sd_ms:
+            if sd < 2 * p.regular_sd_ms:
+                strength = min(1.0, (2 * p.regular_sd_ms - sd) / p.regular_sd_ms)
                 out.append(
                     Evidence(
                         "reaction_too_regular",
                         "challenges",
-                        p.regular_llr,
+                        p.regular_llr * strength,
                         f"challenge reactions are machine-regular: {len(rts)} reactions, "
                         f"{mean:.0f} ± {sd:.1f} ms",
                     )
@@ -120,9 +138,33 @@ class Challenges:
                 )
         return out
 
+    def overrides(self) -> list[Override]:
+        """Nobody answering challenges is the most direct sign that no person drives in real time.
+
+        A person fails now and then (looked away, did too little); missing most of several in a row is
+        what a renderer, a recording or an unattended stream does.
+        """
+        p = self.p
+        last = self._recent.values()
+        window = last[-p.unresponsive_window :]
+        if len(window) >= p.unresponsive_window and sum(window) <= p.unresponsive_max_passed:
+            return [
+                Override(
+                    "violation",
+                    "unresponsive",
+                    f"only {sum(window)} of the last {len(window)} challenges answered: "
+                    "nobody responds in real time",
+                )
+            ]
+        streak = last[-p.at_risk_streak :]
+        if len(streak) >= p.at_risk_streak and not any(streak):
+            return [Override("at_risk", "unresponsive", f"the last {len(streak)} challenges went unanswered")]
+        return []
+
     def to_state(self) -> dict[str, Any]:
         return {
-            "n": [self._passed, self._failed, self._missed, self._flagged],
+            "recent": self._recent.to_state(),
+            "n": [self._passed, self._failed, self._missed, self._flagged, self._late],
             "flags": dict(self._flags),
             "rt": self._rt.to_state(),
         }
@@ -130,7 +172,8 @@ class Challenges:
     @classmethod
     def from_state(cls, policy: ChallengePolicy, s: dict[str, Any]) -> Challenges:
         c = cls(policy)
-        c._passed, c._failed, c._missed, c._flagged = (int(x) for x in s["n"])
+        c._passed, c._failed, c._missed, c._flagged, c._late = (int(x) for x in s["n"])
         c._flags = {str(k): int(v) for k, v in s["flags"].items()}
         c._rt = Ring.from_state(s["rt"])
+        c._recent = Ring.from_state(s["recent"])
         return c

@@ -146,5 +146,7 @@ def reasons_for(
         if len(out) >= policy.max_reasons:
             break
     if not out:
-        out.append(Reason("weak_evidence", f"the evidence is weak or mixed (total log-odds {combined.total:+.1f})"))
+        out.append(
+            Reason("weak_evidence", f"the evidence is weak or mixed (total log-odds {combined.total:+.1f})")
+        )
     return out

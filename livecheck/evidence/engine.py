@@ -43,7 +43,9 @@ class EvidenceEngine:
         "_cache_at",
         "_cadence",
         "_challenges",
+        "_cheap_cache",
         "_combined",
+        "_dirty",
         "_first_t",
         "_last_t",
         "_likeness",
@@ -89,6 +91,8 @@ class EvidenceEngine:
         self._lost = 0  # messages lost (seq gaps)
         self._cache: list[Evidence] = []  # last expensive evidence (spectrum, fits)
         self._cache_at: float | None = None  # server time it was computed
+        self._cheap_cache: list[Evidence] = []  # last evidence from mouth, replies and challenges
+        self._dirty = True  # a chat, speech or challenge arrived since the cheap evidence was computed
         self._combined = Combined(self.policy.verdict.prior, {})  # last combination (for the action)
 
     # -- Engine ------------------------------------------------------------------------------------------
@@ -124,11 +128,13 @@ class EvidenceEngine:
     def on_chat(self, t: float, message_id: str, recv: float) -> None:
         self._touch(recv)
         self._replies.on_chat(t, message_id)
+        self._dirty = True
 
     def on_speech(self, t0: float, t1: float, reply_to: str | None, recv: float) -> None:
         self._touch(recv)
         self._mouth.on_speech(t0, t1)
         self._replies.on_speech(t0, reply_to)
+        self._dirty = True
 
     def on_frame(self, t: float, pdq: bytes, quality: int, recv: float) -> None:
         """A sampled video frame's PDQ (32 bytes). Raises ``ValueError`` on a wrong length."""
@@ -137,6 +143,7 @@ class EvidenceEngine:
 
     def on_challenge(self, outcome: ChallengeOutcome) -> None:
         self._challenges.on_outcome(outcome)
+        self._dirty = True
 
     def on_lost(self, count: int) -> None:
         """``count`` messages never arrived: break every continuity the features rely on."""
@@ -156,7 +163,11 @@ class EvidenceEngine:
             else:
                 self._cache_at = now
             self._cache = self._expensive()
-        evidence = self._cache + self._cheap()
+            self._dirty = True  # reply evidence depends on the latest sender time
+        if self._dirty:
+            self._cheap_cache = self._cheap()
+            self._dirty = False
+        evidence = self._cache + self._cheap_cache
         combined = combine(evidence, self.policy.caps, self.policy.verdict.prior)
         self._combined = combined
         overrides = self._overrides(now)
@@ -189,15 +200,11 @@ class EvidenceEngine:
         ev += self._motion.noise_evidence()
         ev += self._cadence.evidence()
         ev += self._eye_noise()
+        ev += self._presence.evidence()
         return ev
 
     def _cheap(self) -> list[Evidence]:
-        return (
-            self._mouth.evidence()
-            + self._replies.evidence(self._last_t)
-            + self._challenges.evidence()
-            + self._presence.evidence()
-        )
+        return self._mouth.evidence() + self._replies.evidence(self._last_t) + self._challenges.evidence()
 
     def _eye_noise(self) -> list[Evidence]:
         share, n = self._blinks.flat_share()
@@ -207,13 +214,14 @@ class EvidenceEngine:
                     "eyes_noiseless",
                     "noise",
                     -1.5,
-                    f"the eyelid signal repeats exactly in {100 * share:.0f}% of {n} samples: no sensor noise",
+                    f"the eyelid signal repeats exactly in {100 * share:.0f}% of {n} samples: "
+                    "no sensor noise",
                 )
             ]
         return []
 
     def _overrides(self, now: float) -> list[Override]:
-        return self._likeness.overrides() + self._presence.overrides(now)
+        return self._likeness.overrides() + self._presence.overrides(now) + self._challenges.overrides()
 
     def _pending_detail(self, elapsed: float) -> str:
         span = (self._last_t - self._first_t) if self._first_t is not None else 0.0
@@ -257,7 +265,9 @@ class EvidenceEngine:
         """Rebuild an engine from :meth:`snapshot`. Raises ``ValueError`` on an unknown snapshot version."""
         s = snapshot
         if s.get("v") != SNAPSHOT_VERSION:
-            raise ValueError(f"unsupported evidence snapshot version: expected {SNAPSHOT_VERSION}, got {s.get('v')}")
+            raise ValueError(
+                f"unsupported evidence snapshot version: expected {SNAPSHOT_VERSION}, got {s.get('v')}"
+            )
         e = cls(policy, references, int(s["seed"]))
         p = e.policy
         e._phase = float(s["phase"])

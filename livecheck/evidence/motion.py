@@ -198,11 +198,12 @@ class HeadMotion:
         kurt = (self._s4 / self._n2) / (m2 * m2) - 3.0
         se = math.sqrt(24.0 / self._n2)
         if kurt < self.p.uniform_kurtosis and kurt / se < -4.0:
+            # The further below a Gaussian's kurtosis (in standard errors), the surer: up to -2.5.
             return [
                 Evidence(
                     "tracker_noise_uniform",
                     "noise",
-                    -1.5,
+                    -1.5 - min(1.0, max(0.0, (-kurt / se - 4.0) / 8.0)),
                     f"head-angle noise is bounded uniform jitter (excess kurtosis {kurt:.2f} ± {se:.2f}; "
                     f"a tracker's noise is Gaussian or heavier-tailed)",
                 )
@@ -246,35 +247,50 @@ def _line_analysis(x: np.ndarray, line_ratio: float) -> tuple[float, float, list
     """Share of band power in narrow lines, the strongest line-to-background ratio, line frequencies, power.
 
     Detrended, Hann-windowed periodogram; a local maximum is a line when it exceeds ``line_ratio`` times
-    the median of the bins 3-10 away on either side (a sine's Hann leakage is below -31 dB there, while a
-    broadband process has similar power in its neighbours).
+    the larger of the medians of the bins 3-8 away on each side (a sine's Hann leakage is below -31 dB
+    there, while a broadband process has similar power in its neighbours). Both sides must be complete, so
+    the falling low end of a drifting head's spectrum is never taken for a line.
     """
     n = len(x)
-    t = np.arange(n, dtype=np.float64)
-    a, b = np.polyfit(t, x, 1)
-    y = (x - (a * t + b)) * np.hanning(n)
+    t = np.arange(n, dtype=np.float64) - (n - 1) / 2.0
+    y = x - x.mean()
+    y = (y - t * (float(t @ y) / float(t @ t))) * _hann(n)  # least-squares detrend, closed form
     p = np.abs(np.fft.rfft(y)) ** 2
     freqs = np.fft.rfftfreq(n, d=_BIN_S)
     lo = int(np.searchsorted(freqs, _BAND[0]))
     hi = int(np.searchsorted(freqs, _BAND[1]))
-    band = p[lo:hi]
-    total = float(band.sum())
+    total = float(p[lo:hi].sum())
     if total <= 1e-9:
         return 0.0, 0.0, [], total
-    line_power, best_ratio, found = 0.0, 0.0, []
+    # Candidate peaks: local maxima in the band with six bins on each side (3-8 bins away).
+    k = np.arange(max(lo, 9), min(hi, len(p) - 9))
+    if not len(k):
+        return 0.0, 0.0, [], total
+    cand = k[(p[k] >= p[k - 1]) & (p[k] >= p[k + 1])]
+    if not len(cand):
+        return 0.0, 0.0, [], total
+    left = np.median(p[cand[:, None] + _LEFT], axis=1)
+    right = np.median(p[cand[:, None] + _RIGHT], axis=1)
+    ratios = p[cand] / (np.maximum(left, right) + 1e-12)
+    best_ratio = float(ratios.max())
+    line_power, found = 0.0, []
     used = np.zeros(len(p), dtype=bool)
-    for k in range(lo, hi):
-        if p[k] < p[k - 1] or (k + 1 < len(p) and p[k] < p[k + 1]):
-            continue
-        neigh = np.concatenate((p[max(lo, k - 10) : max(lo, k - 2)], p[min(hi, k + 3) : min(hi, k + 11)]))
-        if len(neigh) < 4:
-            continue
-        bg = float(np.median(neigh)) + 1e-12
-        ratio = float(p[k]) / bg
-        best_ratio = max(best_ratio, ratio)
-        if ratio >= line_ratio:
-            sl = slice(max(lo, k - 1), min(hi, k + 2))
-            line_power += float(p[sl][~used[sl]].sum())
-            used[sl] = True
-            found.append(float(freqs[k]))
+    for kk in cand[ratios >= line_ratio].tolist():
+        sl = slice(kk - 1, kk + 2)
+        line_power += float(p[sl][~used[sl]].sum())
+        used[sl] = True
+        found.append(float(freqs[kk]))
     return line_power / total, best_ratio, found, total
+
+
+_LEFT = np.arange(-8, -2)
+_RIGHT = np.arange(3, 9)
+_HANN: dict[int, np.ndarray] = {}
+
+
+def _hann(n: int) -> np.ndarray:
+    """Hann window of length ``n`` (cached: the ring has few distinct lengths)."""
+    w = _HANN.get(n)
+    if w is None:
+        w = _HANN[n] = np.hanning(n)
+    return w

@@ -7,7 +7,7 @@ RMS fed straight into ParamMouthOpenY, or any "volume" lip-sync) is an instant f
 mouth opens exactly when the sound starts, shuts exactly when it stops, and is frozen in between. A
 pre-recorded or synthetic voice over an undriven avatar does not move the mouth at all.
 
-The jaw is kept as the per-bin maximum of 25 ms bins for the last 25.6 s (1 KB, uint8), enough to look
+The jaw is kept as the per-bin maximum of 25 ms bins for the last 19.2 s (768 bytes), enough to look
 back at an utterance's onset when its ``speech`` message arrives after it ended.
 """
 
@@ -23,7 +23,7 @@ from .ring import Ring
 __all__ = ["Mouth"]
 
 _BIN_S = 0.025
-_RING = 1024
+_RING = 768
 _NO_FACE = 255  # bin value: no face-visible sample in the bin
 
 
@@ -77,8 +77,8 @@ class Mouth:
         """(bin start time, jaw) of face-visible bins in [t_from, t_to) still held."""
         vals = self._ring.values()
         first = self._bin - len(vals)  # bin index of vals[0]
-        lo = max(0, int(math.floor(t_from / _BIN_S)) - first)
-        hi = min(len(vals), int(math.ceil(t_to / _BIN_S)) - first)
+        lo = max(0, math.floor(t_from / _BIN_S) - first)
+        hi = min(len(vals), math.ceil(t_to / _BIN_S) - first)
         return [((first + i) * _BIN_S, vals[i] / 250.0) for i in range(lo, hi) if vals[i] != _NO_FACE]
 
     def on_speech(self, t0: float, t1: float) -> None:
@@ -138,7 +138,12 @@ class Mouth:
                 )
             elif 1000 * sd >= 2 * self.p.locked_sd_ms:
                 out.append(
-                    Evidence("lipsync_natural", "mouth", 0.7, f"the jaw leads and lags speech like a person ({nums})")
+                    Evidence(
+                        "lipsync_natural",
+                        "mouth",
+                        0.7,
+                        f"the jaw leads and lags speech like a person ({nums})",
+                    )
                 )
         total = self._moving + self._static
         if total >= 3 and self._static >= 0.75 * total:

@@ -95,16 +95,26 @@ class SpeechPolicy(_Strict):
 class ChallengePolicy(_Strict):
     """How challenge outcomes weigh (log-likelihood ratios, human over automation)."""
 
-    passed_llr: float = 0.9
+    # A pass is weak evidence: programmatic answers pass too; failures and misses say more.
+    passed_llr: float = 0.5
     failed_llr: float = -1.4
     missed_llr: float = -2.2
     flagged_llr: float = -3.0
-    # Reaction times (ms) spread below this over ``min_reactions`` passes look programmatic.
+    # Reaction times (ms) spread below ``regular_sd_ms`` over ``min_reactions`` passes look programmatic;
+    # the evidence fades out linearly up to twice that spread (frame quantisation blurs a fixed delay).
     regular_sd_ms: float = Field(15.0, gt=0)
     min_reactions: int = Field(3, ge=2)
     regular_llr: float = -3.0
     # A median reaction below this (ms) is faster than a person reading a prompt.
     too_fast_ms: float = Field(150.0, gt=0)
+    # A "pass" whose movement began this late (ms) is a coincidence, not an answer (people: under ~1.5 s).
+    late_ms: float = Field(2000.0, gt=0)
+    late_llr: float = -0.5
+    # Violation when at most ``unresponsive_max_passed`` of the last ``unresponsive_window`` challenges were
+    # answered; at_risk after ``at_risk_streak`` unanswered in a row.
+    unresponsive_window: int = Field(6, ge=2, le=8)
+    unresponsive_max_passed: int = Field(1, ge=0)
+    at_risk_streak: int = Field(3, ge=1, le=8)
 
 
 class PresencePolicy(_Strict):
@@ -163,7 +173,7 @@ class FamilyCaps(_Strict):
             "cadence": 0.5,
             "mouth": 1.0,
             "replies": 1.0,
-            "challenges": 4.0,
+            "challenges": 2.0,
             "presence": 0.0,
             "replay": 0.0,
         }
@@ -180,9 +190,9 @@ class VerdictPolicy(_Strict):
     max_pending_s: float = Field(90.0, gt=0)
     # Enter human at or above ``human_enter``; leave it only below ``human_exit``.
     human_enter: float = 2.0
-    human_exit: float = 0.0
+    human_exit: float = -2.0
     # Enter violation at or below ``violation_enter`` (held for ``dwell_s``); violation is final.
-    violation_enter: float = -8.0
+    violation_enter: float = -5.5
     # A change between human and at_risk must hold this long before it is announced (no flapping).
     dwell_s: float = Field(10.0, ge=0)
     # at_risk with a total at or below this asks for an AI label instead of a plain warning.
@@ -221,7 +231,7 @@ class EvidencePolicy(_Strict):
     # Reasons listed per verdict.
     max_reasons: int = Field(4, ge=1, le=16)
     # Minimum stream seconds between two full recomputations of the statistics (spectrum, fits).
-    recompute_s: float = Field(2.0, ge=0)
+    recompute_s: float = Field(10.0, ge=0)
 
     @model_validator(mode="after")
     def _complete(self) -> EvidencePolicy:

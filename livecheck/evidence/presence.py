@@ -72,7 +72,8 @@ class Presence:
                 Evidence(
                     "face_absent",
                     "presence",
-                    -1.0 - 2.0 * (absent / len(vals) - self.p.absent_share) / (1 - self.p.absent_share + 1e-9),
+                    -1.0
+                    - 2.0 * (absent / len(vals) - self.p.absent_share) / (1 - self.p.absent_share + 1e-9),
                     f"no face in front of the tracker for {absent:.0f} of the last {len(vals)} s",
                 )
             ]
@@ -81,7 +82,9 @@ class Presence:
     def overrides(self, now: float) -> list[Override]:
         gone = self.absent_for(now)
         if gone >= self.p.violation_after_s:
-            return [Override("violation", "absent_operator", f"no face tracked for {gone:.0f} s: nobody drives")]
+            return [
+                Override("violation", "absent_operator", f"no face tracked for {gone:.0f} s: nobody drives")
+            ]
         if gone >= self.p.at_risk_after_s:
             return [Override("at_risk", "absent_operator", f"no face tracked for {gone:.0f} s")]
         return []

@@ -81,10 +81,19 @@ class Replies:
             nums = f"{n} replies, median {med:.1f} s, log spread {sd:.2f}"
             if llr < 0:
                 out.append(
-                    Evidence("reply_latency_machine", "replies", llr, f"chat replies come on a machine's clock: {nums}")
+                    Evidence(
+                        "reply_latency_machine",
+                        "replies",
+                        llr,
+                        f"chat replies come on a machine's clock: {nums}",
+                    )
                 )
             else:
-                out.append(Evidence("reply_latency_human", "replies", llr, f"chat replies vary like a person's: {nums}"))
+                out.append(
+                    Evidence(
+                        "reply_latency_human", "replies", llr, f"chat replies vary like a person's: {nums}"
+                    )
+                )
         ts, ans = self._chat_t.values(), self._answered.values()
         old = [a for t, a in zip(ts, ans, strict=True) if now_t - t > self.p.reply_max_s]
         if len(old) >= 6:

@@ -95,7 +95,14 @@ class TrackerState:
         m, rng = self.m, self.rng
         vals = list(truth)
         if m.noise != "none":
-            scales = (m.head_noise_deg, m.head_noise_deg, m.head_noise_deg, m.eye_noise, m.eye_noise, m.jaw_noise)
+            scales = (
+                m.head_noise_deg,
+                m.head_noise_deg,
+                m.head_noise_deg,
+                m.eye_noise,
+                m.eye_noise,
+                m.jaw_noise,
+            )
             for i, s in enumerate(scales):
                 if s:
                     vals[i] += rng.gauss(0.0, s) if m.noise == "gauss" else rng.uniform(-s, s)

@@ -1,0 +1,21 @@
+"""Simulated live sessions: people and attack species behind simulated trackers, as protocol clients.
+
+``SimSession(species, seed)`` yields the client's protocol messages (``messages_until``) and reacts to
+the server's (``on_server_message``); ``run_session`` drives one through a :class:`Transport` (the
+in-process :class:`EngineServer`, or the real websocket server). Parameters and their sources are in
+docs/liveness.md.
+"""
+
+from .run import EngineServer, SessionResult, Transport, run_session
+from .session import ATTACK_SPECIES, BONA_FIDE, SPECIES, SimSession
+
+__all__ = [
+    "ATTACK_SPECIES",
+    "BONA_FIDE",
+    "SPECIES",
+    "EngineServer",
+    "SessionResult",
+    "SimSession",
+    "Transport",
+    "run_session",
+]

@@ -1,0 +1,145 @@
+"""Driving a simulated session through a server: the transport seam, an in-process server, the loop.
+
+``run_session`` only needs a :class:`Transport`: something that takes a client message and returns the
+server's replies, and that can be polled for server-initiated messages (challenges, periodic verdicts).
+:class:`EngineServer` is the in-process transport used until the bench streams through the real websocket
+server; a websocket transport has the same two methods.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..evidence import EvidenceEngine, EvidencePolicy
+from .referee import Referee
+from .session import SimSession
+
+__all__ = ["EngineServer", "SessionResult", "Transport", "run_session"]
+
+_RANK = {"human": 0, "pending": 1, "at_risk": 2, "violation": 3}
+
+
+class Transport(Protocol):
+    """A way to deliver client messages to a server and get its messages back."""
+
+    def send(self, msg: dict[str, Any], now: float) -> list[dict[str, Any]]: ...
+
+    def poll(self, now: float) -> list[dict[str, Any]]: ...
+
+
+class EngineServer:
+    """One session's server side in process: an :class:`EvidenceEngine` plus a :class:`Referee`.
+
+    Verdicts follow the protocol: one on every change of state or action, and at least every
+    ``verdict_interval_s``; ``violation`` with action ``terminate`` ends the session.
+    """
+
+    def __init__(
+        self,
+        session: str,
+        references: list[bytes],
+        *,
+        policy: EvidencePolicy | None = None,
+        seed: int = 0,
+        verdict_interval_s: float = 10.0,
+        challenge_interval_s: float = 30.0,
+    ) -> None:
+        self.session = session
+        self.engine = EvidenceEngine(policy, references, seed)
+        self.referee = Referee(random.Random(seed ^ 0x5EED), mean_interval_s=challenge_interval_s)
+        self.verdict_interval_s = verdict_interval_s
+        self.last_verdict: tuple[str, str] | None = None
+        self.last_verdict_at = float("-inf")
+        self.closed = False
+
+    def send(self, msg: dict[str, Any], now: float) -> list[dict[str, Any]]:
+        if self.closed:
+            return [{"type": "error", "code": "unknown_session", "session": self.session, "detail": "ended"}]
+        e, kind = self.engine, msg["type"]
+        self.referee.on_message(msg, now)
+        if kind == "tracking":
+            e.on_tracking(msg["ts"], msg["channels"], msg.get("face") or [], now)
+        elif kind == "chat":
+            e.on_chat(msg["t"], msg["message_id"], now)
+        elif kind == "speech":
+            e.on_speech(msg["t0"], msg["t1"], msg.get("reply_to"), now)
+        elif kind == "frame":
+            e.on_frame(msg["t"], bytes.fromhex(msg["pdq"]), int(msg["quality"]), now)
+        return []
+
+    def poll(self, now: float) -> list[dict[str, Any]]:
+        if self.closed:
+            return []
+        out, outcomes = self.referee.poll(now, self.session)
+        for o in outcomes:
+            self.engine.on_challenge(o)
+        a = self.engine.assess(now)
+        action = self.engine.action(a.state)
+        if (a.state, action) != self.last_verdict or now - self.last_verdict_at >= self.verdict_interval_s:
+            self.last_verdict, self.last_verdict_at = (a.state, action), now
+            out.append(
+                {
+                    "type": "verdict",
+                    "session": self.session,
+                    "state": a.state,
+                    "score": round(a.score, 4),
+                    "action": action,
+                    "reasons": [{"code": r.code, "detail": r.detail} for r in a.reasons],
+                    "total": round(self.engine.total, 3),
+                }
+            )
+            if action == "terminate":
+                out.append({"type": "session.terminate", "session": self.session, "reason": "violation"})
+                self.closed = True
+        return out
+
+
+@dataclass(slots=True)
+class SessionResult:
+    """What happened to one simulated session."""
+
+    species: str
+    seed: int
+    final_state: str
+    worst_state: str
+    first_decision_s: float | None  # stream time of the first non-pending verdict
+    final_total: float | None  # the engine's total log-odds at the end (for DET curves)
+    min_total: float | None  # the lowest total seen
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
+
+
+def run_session(
+    sim: SimSession,
+    transport: Transport,
+    duration_s: float,
+    *,
+    step_s: float = 0.25,
+    net_delay_s: float = 0.02,
+) -> SessionResult:
+    """Stream ``sim`` through ``transport`` for ``duration_s`` of stream time (or until terminated)."""
+    for m in transport.send(sim.open_message(), 0.0):
+        sim.on_server_message(m, 0.0)
+    t = 0.0
+    while t < duration_s and not sim.terminated:
+        t = min(duration_s, t + step_s)
+        for msg in sim.messages_until(t):
+            for reply in transport.send(msg, t + net_delay_s):
+                sim.on_server_message(reply, t + net_delay_s)
+        for m in transport.poll(t + net_delay_s):
+            sim.on_server_message(m, t + 2 * net_delay_s)
+    verdicts = sim.verdicts
+    states = [v["state"] for v in verdicts] or ["pending"]
+    first = next((v["_t"] for v in verdicts if v["state"] != "pending"), None)
+    totals = [v["total"] for v in verdicts if "total" in v]
+    return SessionResult(
+        species=sim.species,
+        seed=sim.seed,
+        final_state=states[-1],
+        worst_state=max(states, key=_RANK.__getitem__),
+        first_decision_s=first,
+        final_total=totals[-1] if totals else None,
+        min_total=min(totals) if totals else None,
+        verdicts=verdicts,
+    )
