@@ -13,11 +13,21 @@ Follows ``PROTOCOL.md`` "Challenges", "Head angles" and the deadlines there:
 - Onset: the first sample of the completing movement that has moved 20% of the way from the baseline to the
   threshold. Reaction time = onset − ``shown.t`` (sender's clock); under ``min_reaction_ms`` the challenge
   fails as ``reaction_too_fast``. A movement already under way at ``shown.t`` does not complete it.
+  A *movement* is what moves fast: for the head and the jaw, one that rises by at least ``FAST_SHARE`` of
+  the way to the threshold per second (a turn runs at 30-200 °/s, a drifting head at a few). A head that
+  has merely drifted 20% of the way (posture, a slow glance) is not a movement under way at the anchor,
+  and an answer that starts from such a drifted position has its onset 20% of the way from where its
+  final rise began, not where the drift crossed the onset level. Blinks are always movements.
 - A completing movement that began after the issue (on the sender's clock: ``shown.t`` minus the server
   time between issuing and receiving ``challenge.shown``) but before ``shown.t`` fails the challenge as
   ``moved_before_shown``; it is measured from a baseline taken in the second before the issue instant.
   For ``blink_twice`` both blinks must have begun in that interval, so that one natural blink just before
   the prompt appeared is not held against a person.
+- A passed challenge whose completing movement looks like a template — a noiseless straight ramp, or a
+  constant-speed ramp repeating the speed of an earlier answer of the same kind — carries the flag
+  ``template_movement`` (it stays passed: the action was done, but not the way a person does it). People
+  accelerate into a movement and out of it (a bell-shaped speed profile), a tracker adds noise to every
+  sample, and no two answers of a person are alike; a script replays one ramp. Blinks are not judged.
 - Deadlines: ``challenge.shown`` arriving later than ``show_within_s`` after issue (server clock) → missed;
   samples arriving later than ``deadline_s`` + 2 s after the ``challenge.shown`` arrival, or lying later
   than ``deadline_s`` after ``shown.t``, cannot complete it → failed.
@@ -65,6 +75,30 @@ MAX_WINDOW: Final = 400
 # part way before a new opening can count.
 JAW_REST_FRACTION: Final = 0.5
 _EPS: Final = 1e-9  # float slack for time comparisons (0.1 + 0.2 ≠ 0.3)
+# Head and jaw movements against drift: a movement rises at least this share of the way to the threshold
+# per second (22.5 °/s for a 15° turn; people turn at 30-200 °/s, a head drifts at a few), give or take
+# this share of the way for sensor noise; "under way at the anchor" looks at the window before it, and
+# the start of an answer's final rise is looked for at most this far back.
+FAST_SHARE: Final = 1.5
+FAST_WINDOW_S: Final = 0.2
+RISE_TOLERANCE: Final = 0.1
+RISE_LOOKBACK_S: Final = 1.5
+# Template movements (the ``template_movement`` flag). The rise of a completing movement is fitted with a
+# straight line from where it left 10% of the way to the threshold up to the threshold; it needs this many
+# samples, and the noise is measured over the half second before it (second differences).
+TEMPLATE_START: Final = 0.1
+TEMPLATE_MIN_SAMPLES: Final = 4
+TEMPLATE_NOISE_S: Final = 0.5
+# A fit this close is a constant-speed ramp: residual RMS within this many noise SDs plus this share of
+# the way to the threshold (frame timing and float32 storage blur even a perfect ramp a little).
+TEMPLATE_FIT_NOISE: Final = 2.0
+TEMPLATE_FIT_SPAN: Final = 0.02
+# Below this share of the way to the threshold, a ramp and the half second before it carry no noise.
+TEMPLATE_NOISELESS: Final = 1e-3
+# Two constant-speed answers of one kind whose speeds differ by less than this share are one template.
+TEMPLATE_SAME_SPEED: Final = 0.06
+# Speeds of earlier answers kept (kind, speed), for the comparison.
+TEMPLATE_MEMORY: Final = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,11 +169,13 @@ class _Detector:
     def level(self, s: _Sample) -> float:
         raise NotImplementedError
 
-    def prime(self, s: _Sample) -> None:
-        """Note the last sample before the anchor: a run under way there does not count."""
+    def prime(self, s: _Sample, moving: bool = True) -> None:
+        """Note the last sample before the anchor: a run under way there does not count. A level past the
+        onset that is not ``moving`` (a drifted head) starts a run that may still complete."""
         if self.level(s) >= self.onset:
             self.in_run = True
-            self.tainted = True
+            self.run_start = s[0]
+            self.tainted = moving
 
     def run(self, t: float, x: float) -> bool:
         """Advance the run with level ``x`` at ``t``; whether an untainted run is going on."""
@@ -160,6 +196,11 @@ class _Detector:
         """Whether a movement that began earlier may still complete."""
         return self.in_run and not self.tainted
 
+    def span(self) -> tuple[float, float] | None:
+        """(rest level, threshold) of the movement, in :meth:`level` units; ``None``: not judged as a
+        template (blinks)."""
+        return None
+
 
 class _Turn(_Detector):
     __slots__ = ("base", "sign", "thr")
@@ -173,6 +214,9 @@ class _Turn(_Detector):
 
     def level(self, s: _Sample) -> float:
         return self.sign * (s[1] - self.base)
+
+    def span(self) -> tuple[float, float] | None:
+        return 0.0, self.thr
 
     def feed(self, s: _Sample) -> _Done | None:
         x = self.sign * (s[1] - self.base)
@@ -196,6 +240,9 @@ class _Nod(_Detector):
     def level(self, s: _Sample) -> float:
         # PROTOCOL.md "Head angles": headPitch > 0 when the chin goes down.
         return s[2] - self.base
+
+    def span(self) -> tuple[float, float] | None:
+        return 0.0, self.thr
 
     def feed(self, s: _Sample) -> _Done | None:
         t, x = s[0], s[2] - self.base
@@ -235,8 +282,8 @@ class _Blinks(_Detector):
     def level(self, s: _Sample) -> float:
         return min(s[3], s[4])
 
-    def prime(self, s: _Sample) -> None:
-        super().prime(s)
+    def prime(self, s: _Sample, moving: bool = True) -> None:
+        super().prime(s)  # a lid past the onset level is always a blink under way
         if self.tainted and min(s[3], s[4]) >= self.closed_lvl:
             self.closed = True
 
@@ -285,6 +332,10 @@ class _Mouth(_Detector):
     def level(self, s: _Sample) -> float:
         return s[5]
 
+    def span(self) -> tuple[float, float] | None:
+        # The onset level is 20% of the way from the rest level: invert it.
+        return (self.onset - ONSET_FRACTION * self.thr) / (1.0 - ONSET_FRACTION), self.thr
+
     def feed(self, s: _Sample) -> _Done | None:
         t, x = s[0], s[5]
         if self.run(t, x) and x >= self.thr:
@@ -304,6 +355,18 @@ _DETECTORS: Final[dict[str, type[_Detector]]] = {
     "blink_twice": _Blinks,
     "open_mouth": _Mouth,
 }
+
+
+def _line_fit(ts: Sequence[float], vs: Sequence[float]) -> tuple[float, float]:
+    """Least-squares line through (ts, vs): its slope and the RMS of the residuals."""
+    n = len(ts)
+    mt, mv = sum(ts) / n, sum(vs) / n
+    stt = sum((t - mt) ** 2 for t in ts)
+    if stt <= 0:
+        return 0.0, math.inf
+    slope = sum((t - mt) * (v - mv) for t, v in zip(ts, vs, strict=True)) / stt
+    resid = math.sqrt(sum((v - mv - slope * (t - mt)) ** 2 for t, v in zip(ts, vs, strict=True)) / n)
+    return slope, resid
 
 
 def _make_detector(action: str, rules: ChallengeRules, base: _Base) -> _Detector:
@@ -377,7 +440,7 @@ class ChallengeTracker:
     Samples must be given in increasing ``ts`` order across calls (the protocol guarantees it).
     """
 
-    __slots__ = ("_bl", "_br", "_face", "_jaw", "_open", "_pitch", "_ts", "_yaw", "rules")
+    __slots__ = ("_bl", "_br", "_face", "_jaw", "_open", "_pitch", "_speeds", "_ts", "_yaw", "rules")
 
     def __init__(self, rules: ChallengeRules) -> None:
         self.rules = rules
@@ -391,6 +454,8 @@ class ChallengeTracker:
         self._jaw = array("f")
         self._face = array("b")
         self._open: _Open | None = None
+        # Speeds of earlier constant-speed answers: (kind, speed in level units per second), newest last.
+        self._speeds: list[tuple[str, float]] = []
 
     # -- queries
 
@@ -544,8 +609,56 @@ class ChallengeTracker:
             return d, False
         base, last = found
         d = _make_detector(action, self.rules, base)
-        d.prime(last)
+        k = bisect_left(self._ts, last[0], 0, i)
+        d.prime(last, self._moving(d, k))
         return d, True
+
+    def _moving(self, d: _Detector, k: int) -> bool:
+        """Whether sample ``k`` ends a movement for ``d``: the level rose at ``FAST_SHARE`` of the way to
+        the threshold per second over the ``FAST_WINDOW_S`` before it (see the module docstring)."""
+        span = d.span()
+        if span is None:
+            return True
+        ts = self._ts
+        t = ts[k]
+        j = bisect_left(ts, t - FAST_WINDOW_S - _EPS, 0, k)
+        if j >= k or t - ts[j] < 0.5 * FAST_WINDOW_S - 1e-6:
+            return True  # too little history to tell: assume the worst, as before
+        need = FAST_SHARE * (span[1] - span[0])
+        rise = d.level(self._sample(k)) - d.level(self._sample(j))
+        return rise >= need * (t - ts[j]) - RISE_TOLERANCE * (span[1] - span[0])
+
+    def _rise_onset(self, d: _Detector, onset: float, end: int) -> float:
+        """The onset of the completing movement whose run began at ``onset`` and completed at sample
+        ``end`` (see the module docstring): the start of the final rise is the earliest sample from which
+        the level keeps rising at ``FAST_SHARE`` of the way per second (within ``RISE_TOLERANCE``) up to
+        the threshold, and the onset is the first sample after it that has moved 20% of the way from there
+        to the threshold (and past the onset level). For a movement from rest that is ``onset`` itself."""
+        span = d.span()
+        if span is None:
+            return onset
+        rest, thr = span
+        width = thr - rest
+        need, tol = FAST_SHARE * width, RISE_TOLERANCE * width
+        ts, face = self._ts, self._face
+        first = bisect_left(ts, onset - _EPS, 0, end + 1)
+        idx = [k for k in range(bisect_left(ts, onset - RISE_LOOKBACK_S, 0, first), end + 1) if face[k]]
+        lv = [d.level(self._sample(k)) for k in idx]
+        top = next((j for j, k in enumerate(idx) if ts[k] >= onset - _EPS and lv[j] >= thr - _EPS), None)
+        if top is None:
+            return onset
+        start = top
+        for j in range(top - 1, -1, -1):
+            tj, vj = ts[idx[j]], lv[j]
+            if all(lv[m] >= vj + need * (ts[idx[m]] - tj) - tol for m in range(j + 1, top + 1)):
+                start = j
+            else:
+                break
+        level = max(d.onset, lv[start] + ONSET_FRACTION * (thr - lv[start]))
+        for j in range(start, top + 1):
+            if lv[j] >= level - _EPS:
+                return max(onset, ts[idx[j]])
+        return onset
 
     def _advance(self) -> list[ChallengeOutcome]:
         """Feed the not yet judged samples to the open, shown challenge's detectors."""
@@ -568,8 +681,10 @@ class ChallengeTracker:
                 done = ch.pre.feed(s) if feed else None
                 if done is not None:
                     ch.pre_done = True
-                    if done[1] < shown_t:
-                        return [self._resolve("failed", done[0] - shown_t, ("moved_before_shown",))]
+                    began = self._rise_onset(ch.pre, done[1], i)
+                    if began < shown_t:
+                        first = min(done[0], began) if done[0] != done[1] else began
+                        return [self._resolve("failed", first - shown_t, ("moved_before_shown",))]
                 elif t >= shown_t and not ch.pre.busy():
                     ch.pre_done = True
             if t >= shown_t:
@@ -579,11 +694,55 @@ class ChallengeTracker:
                     ch.main, feed = self._start(ch.action, shown_t, i)
                 done = ch.main.feed(s) if feed else None
                 if done is not None:
-                    reaction = done[0] - shown_t
+                    onset = self._rise_onset(ch.main, done[0], i)
+                    reaction = onset - shown_t
                     if reaction * 1000.0 < self.rules.min_reaction_ms - _EPS:
                         return [self._resolve("failed", reaction, ("reaction_too_fast",))]
-                    return [self._resolve("passed", reaction)]
+                    return [self._resolve("passed", reaction, self._template(ch.action, ch.main, onset, i))]
         return []
+
+    def _template(self, action: str, det: _Detector, onset: float, end: int) -> tuple[str, ...]:
+        """``("template_movement",)`` when the completing movement (onset ``onset``, its last sample
+        ``end``) is a noiseless straight ramp or a constant-speed ramp at the speed of an earlier answer of
+        the same kind (see the module docstring); else ``()``."""
+        span = det.span()
+        if span is None:
+            return ()
+        rest, thr = span
+        width = thr - rest
+        if width <= 0:
+            return ()
+        ts, face = self._ts, self._face
+        lo = bisect_left(ts, onset - TEMPLATE_NOISE_S - 1.0, 0, end + 1)
+        idx = [k for k in range(lo, end + 1) if face[k]]
+        lv = [det.level(self._sample(k)) for k in idx]
+        # The rise: from the last sample under 10% of the way (before the onset) to the first at the
+        # threshold (a nod completes on its way back, a mouth after its hold).
+        top = next((j for j, k in enumerate(idx) if ts[k] >= onset - _EPS and lv[j] >= thr - _EPS), None)
+        if top is None:
+            return ()
+        start_level = rest + TEMPLATE_START * width
+        below = [j for j in range(top) if lv[j] < start_level]
+        if not below:
+            return ()
+        first = below[-1] + 1
+        rise_t = [ts[idx[j]] for j in range(first, top + 1)]
+        rise_v = lv[first : top + 1]
+        pre = [lv[j] for j in range(first) if ts[idx[j]] >= ts[idx[first]] - TEMPLATE_NOISE_S]
+        if len(rise_v) < TEMPLATE_MIN_SAMPLES or len(pre) < 4:
+            return ()
+        speed, resid = _line_fit(rise_t, rise_v)
+        d2 = [pre[j] - 2 * pre[j + 1] + pre[j + 2] for j in range(len(pre) - 2)]
+        noise = math.sqrt(sum(x * x for x in d2) / len(d2) / 6.0)  # var(Δ²) = 6 σ² for white noise
+        noiseless = noise <= TEMPLATE_NOISELESS * width and resid <= TEMPLATE_NOISELESS * width
+        constant = resid <= TEMPLATE_FIT_NOISE * noise + TEMPLATE_FIT_SPAN * width
+        kind = "turn" if action.startswith("turn_head") else action
+        repeated = constant and any(
+            k == kind and abs(speed - v) <= TEMPLATE_SAME_SPEED * max(abs(speed), abs(v)) for k, v in self._speeds
+        )
+        if constant:
+            self._speeds = [*self._speeds[-(TEMPLATE_MEMORY - 1) :], (kind, speed)]
+        return ("template_movement",) if noiseless or repeated else ()
 
     def _trim(self) -> None:
         ts = self._ts
@@ -630,6 +789,7 @@ class ChallengeTracker:
             "jaw": self._jaw.tolist(),
             "face": self._face.tolist(),
             "open": open_,
+            "speeds": [[k, v] for k, v in self._speeds],
         }
 
     @classmethod
@@ -652,6 +812,8 @@ class ChallengeTracker:
         n = len(tr._ts)
         if any(len(a) != n for a in (tr._yaw, tr._pitch, tr._bl, tr._br, tr._jaw, tr._face)):
             raise ValueError("snapshot channels differ in length")
+        # Snapshots from before template detection have no speeds: nothing to compare with yet.
+        tr._speeds = [(str(k), float(v)) for k, v in data.get("speeds", [])][-TEMPLATE_MEMORY:]
         o = data["open"]
         if o is not None:
             keep_from = -math.inf if o["keep_from"] is None else float(o["keep_from"])

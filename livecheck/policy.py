@@ -26,6 +26,7 @@ from livecheck.challenges import (
     TurnRule,
 )
 from livecheck.engine import VerdictState
+from livecheck.evidence.policy import EvidencePolicy
 from registry.errors import Unprocessable
 
 __all__ = [
@@ -116,8 +117,8 @@ class ChallengePolicy(BaseModel):
 
     model_config = _CLOSED
     # Challenges are issued at uniform random intervals in [mean - jitter, mean + jitter].
-    mean_interval_s: Positive = 45.0
-    jitter_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 15.0
+    mean_interval_s: Positive = 20.0
+    jitter_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 7.0
     enabled: Annotated[list[ActionName], Field(min_length=1)] = list(ACTIONS)
     # A visual reaction under this is faster than a person (simple reaction time is about 190–250 ms).
     min_reaction_ms: Annotated[float, Field(ge=0, le=5000)] = 150.0
@@ -169,8 +170,35 @@ class Policy(BaseModel):
     challenges: ChallengePolicy = ChallengePolicy()
     sessions: SessionPolicy = SessionPolicy()
     state_actions: StateActions = StateActions()
-    # The `[evidence]` table (livecheck/evidence/policy.py: EvidencePolicy) is added here by the lead as
-    # `evidence: EvidencePolicy = EvidencePolicy()`; until then the table is refused like any unknown key.
+    # The evidence engine's operating point (livecheck/evidence/policy.py; docs/liveness.md).
+    evidence: EvidencePolicy = EvidencePolicy()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _evidence_actions_follow(cls, data: Any) -> Any:
+        # `state_actions` is the action table; `evidence.actions`, when the file does not set it, copies
+        # it, so changing one table changes both.
+        if not isinstance(data, dict):
+            return data
+        ev = data.get("evidence", {})
+        wire = data.get("state_actions", {})
+        if isinstance(wire, StateActions):
+            wire = wire.model_dump()
+        if isinstance(ev, dict) and "actions" not in ev and isinstance(wire, dict):
+            data = {**data, "evidence": {**ev, "actions": {**StateActions().model_dump(), **wire}}}
+        return data
+
+    @model_validator(mode="after")
+    def _one_action_table(self) -> Policy:
+        # The protocol announces `state_actions`; the evidence engine keeps a copy (its bench transport
+        # and `EvidenceEngine.action`). Two tables that disagree would make the published operating point
+        # a lie, so a file that sets both must set them alike.
+        wire = self.state_actions.model_dump()
+        if dict(self.evidence.actions) != wire:
+            raise ValueError(
+                f"evidence.actions ({dict(self.evidence.actions)}) must equal state_actions ({wire})"
+            )
+        return self
 
     def action_for(self, state: VerdictState) -> VerdictAction:
         """The action a verdict in ``state`` carries."""

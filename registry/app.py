@@ -12,10 +12,14 @@ from aiohttp import web
 
 from registry import metrics
 from registry.api import audit as audit_api
+from registry.api import avatars as avatars_api
 from registry.api import docs as docs_api
 from registry.api import health as health_api
 from registry.api import keys as keys_api
+from registry.api import match as match_api
 from registry.api import operators as operators_api
+from registry.api import sessions as sessions_api
+from registry.api import translog as translog_api
 from registry.api.errors import error_middleware
 from registry.api.openapi import build_openapi
 from registry.api.routing import Api
@@ -34,7 +38,11 @@ ROUTE_TABLES: list[Api] = [
     docs_api.api,
     keys_api.api,
     operators_api.api,
+    avatars_api.api,
+    match_api.api,
     audit_api.api,
+    translog_api.api,
+    sessions_api.api,
 ]
 
 _GOOD_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
@@ -94,4 +102,6 @@ def make_app(services: Services, dsn: str, *, extra_tables: list[Api] | None = N
         await app[POOL].close()
 
     app.cleanup_ctx.append(pool_ctx)
+    match_api.install(app, dsn)  # after the pool: the match index loads from it and follows changes
+    app.cleanup_ctx.append(translog_api.signer_ctx)  # after the pool: the signer uses it
     return app

@@ -15,6 +15,7 @@ from registry import errors
 from registry.config import Settings
 from registry.logs import configure_logging
 from registry.roles import Role
+from registry.translog.commands import add_log_parser, run_log_command
 
 __all__ = ["main"]
 
@@ -36,6 +37,22 @@ def _parser() -> argparse.ArgumentParser:
     sr = serve_sub.add_parser("registry", help="the HTTP API")
     sr.add_argument(
         "--embedded-db", action="store_true", help="start an embedded PostgreSQL if DATABASE_URL is unset"
+    )
+    sl = serve_sub.add_parser(
+        "livecheck", help="the live websocket server (/v1/live); SIGTERM drains it to another node"
+    )
+    sl.add_argument(
+        "--embedded-db", action="store_true", help="start an embedded PostgreSQL if DATABASE_URL is unset"
+    )
+    sl.add_argument(
+        "--drain",
+        action="store_true",
+        help="do not serve: ask the running node (--node, or the one at LIVECHECK_PUBLIC_URL) to move its"
+        " sessions to another node and stop; wait until it has",
+    )
+    sl.add_argument("--node", help="with --drain: the node id (see livecheck_nodes)")
+    sl.add_argument(
+        "--timeout", type=float, default=60.0, metavar="SECONDS", help="with --drain: how long to wait"
     )
 
     sub.add_parser("migrate", help="apply pending database migrations")
@@ -78,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     ds.add_argument("--expires-in", type=int, default=600, metavar="SECONDS")
     ds.add_argument("--audience", help="the aud claim (default: REGISTRY_AUDIENCE)")
     ds.add_argument("--key", type=Path, help="private key file (default DATA_DIR/dev-idp/private.jwk.json)")
+
+    add_log_parser(sub)
     return p
 
 
@@ -101,6 +120,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from registry.server import run_local
 
         return run_local(settings)
+    if args.command == "serve" and args.part == "livecheck":
+        from registry.server import drain_livecheck, serve_livecheck
+
+        if args.drain:
+            return drain_livecheck(settings, node_id=args.node, timeout_s=args.timeout)
+        return serve_livecheck(settings, embedded_db=args.embedded_db)
     if args.command == "serve":
         from registry.server import serve_registry
 
@@ -114,6 +139,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return _keys(args, settings)
     if args.command == "idp":
         return _idp(args, settings)
+    if args.command == "log":
+        return run_log_command(args, settings)
     if args.command == "bridge":
         from livecheck.bridge import parse_listen, run_vmc_bridge
 

@@ -60,9 +60,23 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="INFO", description="Logging level.")
     db_pool_max: int = Field(default=10, ge=1, le=200, description="Largest database pool size.")
+    log_origin: str = Field(
+        default="localhost/avatar-registry",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\s+]+$",
+        description="The transparency log's origin line (C2SP tlog-checkpoint) and signing key name.",
+    )
+    log_signing_key_file: Path | None = Field(
+        default=None,
+        description="The log's signed-note signer key file; default DATA_DIR/log-signing.key.",
+    )
 
     def secrets_path(self) -> Path:
         return self.secrets_file or self.data_dir / "secrets.json"
+
+    def log_signing_key_path(self) -> Path:
+        return self.log_signing_key_file or self.data_dir / "log-signing.key"
 
     def dsn(self) -> str | None:
         return self.database_url.get_secret_value() if self.database_url else None

@@ -21,6 +21,7 @@ from registry.keys import store as key_store
 from registry.localsecrets import ensure_secrets, load_secrets
 from registry.roles import Role
 from registry.services import Services
+from registry.translog.keys import ensure_key_file
 
 __all__ = [
     "Database",
@@ -85,6 +86,8 @@ async def build_services(settings: Settings, *, generate_secrets: bool) -> Servi
         secrets, created = ensure_secrets(settings.secrets_path())
         if created:
             progress(f"generated local secrets in {settings.secrets_path()}")
+        if ensure_key_file(settings.log_signing_key_path(), settings.log_origin):
+            progress(f"generated the transparency log signing key in {settings.log_signing_key_path()}")
     else:
         secrets = load_secrets(settings.secrets_path())
     providers: dict[str, Any] = dict(settings.identity_providers)

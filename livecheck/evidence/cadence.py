@@ -66,6 +66,11 @@ class Cadence:
         self._prev, self._period = prev, period
         self._n, self._drops, self._ms_grid = n, drops, grid
 
+    @property
+    def period(self) -> float | None:
+        """The nominal frame period (s), once warmed up."""
+        return self._period or None
+
     def gap(self) -> None:
         """Messages were lost: the next interval is not a frame interval."""
         self._prev = float("nan")

@@ -1,9 +1,15 @@
-"""Challenge statistics: missed, failed, too fast, too regular (reaction-time physiology).
+"""Challenge statistics: missed, failed, flagged, too regular (reaction-time physiology).
 
-Detection of each challenge is the protocol's job (``livecheck/challenge_engine.py``); this judges the
+Detection of each challenge is the protocol's job (``livecheck/challenges.py``); this judges the
 outcomes it reports. A person's simple visual reaction takes about 190-250 ms and reading a prompt and
 choosing a movement takes longer; the spread between trials is tens to hundreds of milliseconds. A script
-answers sooner than a person can perceive the prompt, with a near-constant delay, or not at all.
+answers sooner than a person can perceive the prompt, before the prompt is shown at all, with a
+near-constant delay, with the same canned movement every time, or not at all.
+
+Flags are judged as rates, not one by one: a person now and then blinks or glances just as a prompt
+appears, which the challenge engine cannot tell from an answer, so one flagged answer among many clean
+ones says little, while a session whose answers are mostly flagged says a lot (a binomial likelihood
+ratio between a person's flag rate and a script's, never positive).
 """
 
 from __future__ import annotations
@@ -16,40 +22,69 @@ from .base import Evidence, Override
 from .policy import ChallengePolicy
 from .ring import Ring
 
-__all__ = ["Challenges"]
+__all__ = ["ACTIONS", "Challenges", "TIMING_FLAGS"]
+
+# Flags that mean the answer was not a person's reaction to the prompt (the challenge failed).
+TIMING_FLAGS = ("reaction_too_fast", "moved_before_shown")
+TEMPLATE_FLAG = "template_movement"
+# Action index for the reaction-time ring (pooled spread is computed within each action).
+ACTIONS = ("blink_twice", "turn_head_left", "turn_head_right", "nod", "open_mouth")
+_DEFAULT_PERIOD_S = 1 / 30  # frame period assumed when the cadence is not known yet
 
 
 class Challenges:
-    """Counts of outcomes and the last 32 reaction times."""
+    """Counts of outcomes, flag counts with their reaction times, and the last 32 clean reaction times."""
 
-    __slots__ = ("_failed", "_flagged", "_flags", "_late", "_missed", "_passed", "_recent", "_rt", "p")
+    __slots__ = (
+        "_answered",
+        "_failed",
+        "_flag_ms",
+        "_flags",
+        "_late",
+        "_missed",
+        "_passed",
+        "_recent",
+        "_rt",
+        "_rt_action",
+        "_template",
+        "p",
+    )
 
     def __init__(self, policy: ChallengePolicy) -> None:
         self.p = policy
-        self._passed = 0
-        self._failed = 0
+        self._passed = 0  # passed without a timing flag (template-flagged passes included)
+        self._failed = 0  # failed without a flag: not performed in time
         self._missed = 0
         self._late = 0  # passes whose movement began too late to be an answer (a coincidence)
-        self._flagged = 0  # outcomes that carried a flag against the session (too fast, moved before shown)
-        self._flags: dict[str, int] = {}  # flag code -> count (codes come from the challenge engine)
-        self._rt = Ring("f", 32)  # reaction times of passed, unflagged challenges, ms
-        self._recent = Ring("B", 8)  # the last outcomes: 1 = passed cleanly, 0 = anything else
+        self._answered = 0  # outcomes with a movement: passes plus timing-flagged failures
+        self._template = 0  # passes flagged template_movement
+        self._flags: dict[str, int] = {}  # timing flag code -> count
+        self._flag_ms: dict[str, list[float]] = {}  # timing flag code -> its last 4 reaction times, ms
+        self._rt = Ring("f", 32)  # reaction times of clean, timely passes, ms
+        self._rt_action = Ring("B", 32)  # ... and the index of their action in ACTIONS (255: other)
+        self._recent = Ring("B", 8)  # the last outcomes: 1 = answered in time by a person, 0 = not
 
     def on_outcome(self, o: ChallengeOutcome) -> None:
+        timing = [f for f in o.flags if f in TIMING_FLAGS]
         late = o.result == "passed" and o.reaction_ms is not None and o.reaction_ms > self.p.late_ms
-        self._recent.push(1 if o.result == "passed" and not o.flags and not late else 0)
-        if o.flags:
-            self._flagged += 1
-            for f in o.flags[:4]:
-                # Bounded: at most 16 distinct codes are kept (they are a small fixed vocabulary).
-                if f in self._flags or len(self._flags) < 16:
-                    self._flags[f] = self._flags.get(f, 0) + 1
+        self._recent.push(1 if o.result == "passed" and not timing and not late else 0)
+        if timing:
+            self._answered += 1
+            for f in timing:
+                self._flags[f] = self._flags.get(f, 0) + 1
+                if o.reaction_ms is not None:
+                    self._flag_ms[f] = [*self._flag_ms.get(f, [])[-3:], round(o.reaction_ms, 1)]
+            return
         if o.result == "passed":
             self._passed += 1
+            self._answered += 1
+            if TEMPLATE_FLAG in o.flags:
+                self._template += 1
             if late:
                 self._late += 1
-            elif o.reaction_ms is not None and not o.flags:
+            elif o.reaction_ms is not None:
                 self._rt.push(o.reaction_ms)
+                self._rt_action.push(ACTIONS.index(o.action) if o.action in ACTIONS else 255)
         elif o.result == "failed":
             self._failed += 1
         else:
@@ -57,19 +92,25 @@ class Challenges:
 
     @property
     def issued(self) -> int:
-        return self._passed + self._failed + self._missed
+        return self._passed + self._failed + self._missed + self._timing_flagged()
 
-    def evidence(self) -> list[Evidence]:
+    def _timing_flagged(self) -> int:
+        return self._answered - self._passed
+
+    def evidence(self, frame_period_s: float | None = None) -> list[Evidence]:
+        """The evidence so far; ``frame_period_s`` (the tracker's, when known) sets how much of the
+        reaction-time spread is the sampling's own."""
         p = self.p
         out: list[Evidence] = []
-        clean_pass = max(self._passed - self._flagged - self._late, 0)
-        if clean_pass:
+        n = self.issued
+        clean = self._passed - self._late
+        if clean:
             out.append(
                 Evidence(
                     "challenge_passed",
                     "challenges",
-                    p.passed_llr * clean_pass,
-                    f"{clean_pass} of {self.issued} challenges answered in time",
+                    p.passed_llr * clean,
+                    f"{clean} of {n} challenges answered in time",
                 )
             )
         if self._late:
@@ -78,9 +119,8 @@ class Challenges:
                     "reaction_too_late",
                     "challenges",
                     p.late_llr * self._late,
-                    f"{self._late} challenges were met only by a movement starting over "
-                    f"{p.late_ms / 1000:.1f} s "
-                    f"after the prompt: a coincidence, not an answer",
+                    f"{self._late} of {n} challenges were met only by a movement starting over "
+                    f"{p.late_ms / 1000:.1f} s after the prompt: a coincidence, not an answer",
                 )
             )
         if self._missed:
@@ -89,7 +129,7 @@ class Challenges:
                     "challenge_missed",
                     "challenges",
                     p.missed_llr * self._missed,
-                    f"{self._missed} of {self.issued} challenges never shown to the operator in time",
+                    f"{self._missed} of {n} challenges never shown to the operator in time",
                 )
             )
         if self._failed:
@@ -98,45 +138,94 @@ class Challenges:
                     "challenge_failed",
                     "challenges",
                     p.failed_llr * self._failed,
-                    f"{self._failed} of {self.issued} challenges not performed before the deadline",
+                    f"{self._failed} of {n} challenges not performed before the deadline",
                 )
             )
-        if self._flagged:
-            codes = ", ".join(f"{k} ×{v}" for k, v in sorted(self._flags.items()))
-            out.append(
-                Evidence(
-                    "reaction_too_fast",
-                    "challenges",
-                    p.flagged_llr * self._flagged,
-                    f"{self._flagged} challenge answers came before a person could react ({codes})",
-                )
-            )
-        rts = self._rt.values()
-        if len(rts) >= p.min_reactions:
-            mean = sum(rts) / len(rts)
-            sd = math.sqrt(sum((x - mean) ** 2 for x in rts) / (len(rts) - 1))
-            med = sorted(rts)[len(rts) // 2]
-            if sd < 2 * p.regular_sd_ms:
-                strength = min(1.0, (2 * p.regular_sd_ms - sd) / p.regular_sd_ms)
-                out.append(
-                    Evidence(
-                        "reaction_too_regular",
-                        "challenges",
-                        p.regular_llr * strength,
-                        f"challenge reactions are machine-regular: {len(rts)} reactions, "
-                        f"{mean:.0f} ± {sd:.1f} ms",
-                    )
-                )
-            if med < p.too_fast_ms:
-                out.append(
-                    Evidence(
-                        "reaction_too_fast",
-                        "challenges",
-                        -2.0,
-                        f"median reaction {med:.0f} ms is faster than a person can read a prompt",
-                    )
-                )
+        out += self._flag_evidence()
+        out += self._template_evidence()
+        out += self._regularity_evidence(frame_period_s or _DEFAULT_PERIOD_S)
         return out
+
+    def _flag_evidence(self) -> list[Evidence]:
+        p = self.p
+        k = self._timing_flagged()
+        if not k:
+            return []
+        llr = _rate_llr(k, self._answered, p.flag_rate_human, p.flag_rate_bot)
+        if llr >= 0:
+            return []
+        out = []
+        for code in TIMING_FLAGS:
+            kc = self._flags.get(code, 0)
+            if not kc:
+                continue
+            ms = ", ".join(f"{x:.0f} ms" for x in self._flag_ms.get(code, []))
+            if code == "reaction_too_fast":
+                words = (
+                    f"{kc} of {self._answered} answers began sooner after the prompt appeared than a person "
+                    f"can react ({ms}; people need about 200 ms)"
+                )
+            else:
+                words = (
+                    f"{kc} of {self._answered} answers began after the challenge was sent but before it was "
+                    f"shown ({ms} relative to the prompt): the client acted on the message, not a person "
+                    "on the prompt"
+                )
+            out.append(Evidence(code, "challenges", llr * kc / k, words))
+        return out
+
+    def _template_evidence(self) -> list[Evidence]:
+        p = self.p
+        k = self._template
+        if not k:
+            return []
+        llr = max(-p.template_cap, _rate_llr(k, self._passed, p.template_rate_human, p.template_rate_bot))
+        if llr >= 0:
+            return []
+        return [
+            Evidence(
+                "template_movement",
+                "challenges",
+                llr,
+                f"{k} of {self._passed} answers moved like a canned template (a straight ramp at the speed "
+                "of an earlier answer, or without any sensor noise); people accelerate into a movement and "
+                "never repeat one exactly",
+            )
+        ]
+
+    def _regularity_evidence(self, period_s: float) -> list[Evidence]:
+        p = self.p
+        rts, acts = self._rt.values(), self._rt_action.values()
+        if len(rts) < p.min_reactions:
+            return []
+        groups: dict[int, list[float]] = {}
+        for rt, a in zip(rts, acts, strict=True):
+            groups.setdefault(a, []).append(rt)
+        # Pooled within-action spread: a script's canned movements reach the onset level at a different
+        # point for each action, which is not a person's variability.
+        ss = sum(sum((x - sum(g) / len(g)) ** 2 for x in g) for g in groups.values())
+        df = len(rts) - len(groups)
+        if df < p.min_reactions - 2:
+            return []
+        # Onsets are only seen at sample times: even a fixed delay spreads over one frame (uniform).
+        q2 = (1000.0 * period_s) ** 2 / 12.0
+        v_h = p.person_rt_sd_ms**2 + q2
+        v_b = p.script_rt_sd_ms**2 + q2
+        llr = 0.5 * df * math.log(v_b / v_h) + 0.5 * ss * (1.0 / v_b - 1.0 / v_h)
+        if llr >= 0:
+            return []
+        sd = math.sqrt(ss / df)
+        mean = sum(rts) / len(rts)
+        return [
+            Evidence(
+                "reaction_too_regular",
+                "challenges",
+                max(p.regular_llr, llr),
+                f"challenge reactions are machine-regular: {len(rts)} reactions around {mean:.0f} ms vary by "
+                f"{sd:.1f} ms within each action, about what the {1000 * period_s:.0f} ms frame timing alone "
+                "gives (people vary by tens of ms)",
+            )
+        ]
 
     def overrides(self) -> list[Override]:
         """Nobody answering challenges is the most direct sign that no person drives in real time.
@@ -164,16 +253,27 @@ class Challenges:
     def to_state(self) -> dict[str, Any]:
         return {
             "recent": self._recent.to_state(),
-            "n": [self._passed, self._failed, self._missed, self._flagged, self._late],
+            "n": [self._passed, self._failed, self._missed, self._late, self._answered, self._template],
             "flags": dict(self._flags),
+            "flag_ms": {k: list(v) for k, v in self._flag_ms.items()},
             "rt": self._rt.to_state(),
+            "rt_action": self._rt_action.to_state(),
         }
 
     @classmethod
     def from_state(cls, policy: ChallengePolicy, s: dict[str, Any]) -> Challenges:
         c = cls(policy)
-        c._passed, c._failed, c._missed, c._flagged, c._late = (int(x) for x in s["n"])
-        c._flags = {str(k): int(v) for k, v in s["flags"].items()}
+        c._passed, c._failed, c._missed, c._late, c._answered, c._template = (int(x) for x in s["n"])
+        c._flags = {str(k): int(v) for k, v in s["flags"].items() if k in TIMING_FLAGS}
+        c._flag_ms = {str(k): [float(x) for x in v][-4:] for k, v in s["flag_ms"].items() if k in TIMING_FLAGS}
         c._rt = Ring.from_state(s["rt"])
+        c._rt_action = Ring.from_state(s["rt_action"])
         c._recent = Ring.from_state(s["recent"])
         return c
+
+
+def _rate_llr(k: int, n: int, q_person: float, q_script: float) -> float:
+    """Log-likelihood ratio (person over script) of ``k`` flagged answers out of ``n``, at most 0."""
+    n = max(n, k)
+    llr = k * math.log(q_person / q_script) + (n - k) * math.log((1 - q_person) / (1 - q_script))
+    return min(0.0, llr)

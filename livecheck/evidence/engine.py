@@ -204,7 +204,11 @@ class EvidenceEngine:
         return ev
 
     def _cheap(self) -> list[Evidence]:
-        return self._mouth.evidence() + self._replies.evidence(self._last_t) + self._challenges.evidence()
+        return (
+            self._mouth.evidence()
+            + self._replies.evidence(self._last_t)
+            + self._challenges.evidence(self._cadence.period)
+        )
 
     def _eye_noise(self) -> list[Evidence]:
         share, n = self._blinks.flat_share()

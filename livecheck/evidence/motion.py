@@ -9,7 +9,13 @@ kurtosis is lower than a Gaussian's.
 
 The head angles are averaged into 0.25 s bins (4 Hz, enough for head motion below 2 Hz) kept for 64 s
 per channel as int16 centi-degrees: 1.5 KB. Noise statistics are running sums of the second and third
-differences of the raw samples (yaw and pitch), so they cost O(1) memory.
+differences of the raw samples (yaw and pitch), so they cost O(1) memory. Movements (a gaze shift, the
+kink at the start of a scripted ramp) put outliers into those differences that would hide the noise's
+shape, so differences beyond about four standard deviations of a running, outlier-resistant scale are
+left out: neither Gaussian noise nor bounded uniform jitter reaches that far, motion does.
+
+Generic spectral lines weigh less than lines at Cubism's published breath periods: a simulated or
+unusually regular person may sway at one steady rate, but not at 6.5345 and 3.5345 s together.
 """
 
 from __future__ import annotations
@@ -32,12 +38,19 @@ _BAND = (0.04, 1.9)  # Hz: above slow posture drift, below the 2 Hz Nyquist of t
 # Live2D Cubism sample defaults (LAppModel: CubismBreath parameters for ParamAngleX/Y/Z, BodyAngleX).
 CUBISM_BREATH_PERIODS_S = (6.5345, 3.5345, 5.5345, 15.5345)
 _NAN = float("nan")
+# Outlier trimming of the second differences (see module docstring): the running scale follows the mean
+# |difference| with this weight per sample, and differences beyond _TRIM times it are left out. For
+# Gaussian noise E|x| = 0.80 σ, so 5 E|x| ≈ 4 σ; uniform jitter's (1, -2, 1) sum never exceeds 3.5 E|x|.
+_SCALE_RATE = 0.01
+_TRIM = 5.0
+_FLOOR_DEG = 1e-4  # far below any sensor noise: a perfectly still signal is still counted
 
 
 class HeadMotion:
     """Binned head angles for the spectrum plus running noise moments."""
 
     __slots__ = (
+        "_abs2",
         "_bin",
         "_cnt",
         "_last",
@@ -66,6 +79,9 @@ class HeadMotion:
         self._s4 = 0.0  # sum of fourth powers
         self._n3 = 0  # third differences counted
         self._s3 = 0.0  # sum of squared third differences
+        # Running mean of |second difference|, each term clipped at 3x the mean so far: an outlier-resistant
+        # scale (NaN until the first difference). Differences beyond _TRIM times it are motion, not noise.
+        self._abs2 = _NAN
 
     def lost_face(self) -> None:
         """Break the difference chain (the next sample starts fresh)."""
@@ -76,6 +92,7 @@ class HeadMotion:
         sums, prev = self._sums, self._prev
         b_cur, cnt = self._bin, self._cnt
         n2, s2, s4, n3, s3 = self._n2, self._s2, self._s4, self._n3, self._s3
+        a2 = self._abs2
         y0, y1, y2, p0, p1, p2 = prev
         for t, y, pi, r, f in zip(ts, yaw, pitch, roll, face, strict=True):
             if not f:
@@ -95,15 +112,23 @@ class HeadMotion:
             if y0 == y0:
                 d2y = y - 2 * y2 + y1
                 d2p = pi - 2 * p2 + p1
-                n2 += 2
-                s2 += d2y * d2y + d2p * d2p
-                s4 += d2y**4 + d2p**4
-                e3y = d2y - (y2 - 2 * y1 + y0)
-                e3p = d2p - (p2 - 2 * p1 + p0)
-                n3 += 2
-                s3 += e3y * e3y + e3p * e3p
+                m = 0.5 * (abs(d2y) + abs(d2p))
+                if a2 != a2:
+                    a2 = m
+                else:
+                    a2 += _SCALE_RATE * (min(m, max(3.0 * a2, _FLOOR_DEG)) - a2)
+                cut = max(_TRIM * a2, _FLOOR_DEG)
+                if abs(d2y) <= cut and abs(d2p) <= cut:
+                    n2 += 2
+                    s2 += d2y * d2y + d2p * d2p
+                    s4 += d2y**4 + d2p**4
+                    e3y = d2y - (y2 - 2 * y1 + y0)
+                    e3p = d2p - (p2 - 2 * p1 + p0)
+                    n3 += 2
+                    s3 += e3y * e3y + e3p * e3p
             y0, y1, y2, p0, p1, p2 = y1, y2, y, p1, p2, pi
         prev[:] = [y0, y1, y2, p0, p1, p2]
+        self._abs2 = a2
         self._bin, self._cnt = b_cur, cnt
         self._n2, self._s2, self._s4, self._n3, self._s3 = n2, s2, s4, n3, s3
 
@@ -150,7 +175,7 @@ class HeadMotion:
         tones = ", ".join(f"{f:.3f} Hz" for f in sorted(set(lines_hz))[:4])
         if best_share >= 0.3 and best_ratio >= self.p.line_ratio:
             strength = min(1.0, (best_share - 0.3) / max(self.p.line_share - 0.3, 1e-6))
-            llr = -0.5 - 2.5 * strength
+            llr = -0.5 - 1.0 * strength
             detail = (
                 f"head motion is {100 * best_share:.0f}% pure tones ({tones}; peak {best_ratio:.0f}× "
                 f"its neighbours) over {n / 4:.0f} s, as procedural sines"
@@ -162,7 +187,7 @@ class HeadMotion:
                     Evidence(
                         "head_motion_cubism",
                         "head_motion",
-                        -1.0,
+                        -2.0,
                         f"spectral lines sit at Live2D Cubism's default breath periods ({periods})",
                     )
                 )
@@ -228,6 +253,7 @@ class HeadMotion:
             "last": list(self._last),
             "prev": [None if x != x else x for x in self._prev],
             "mom": [self._n2, self._s2, self._s4, self._n3, self._s3],
+            "abs2": None if self._abs2 != self._abs2 else self._abs2,
         }
 
     @classmethod
@@ -240,6 +266,7 @@ class HeadMotion:
         h._prev = [_NAN if x is None else float(x) for x in s["prev"]]
         n2, s2, s4, n3, s3 = s["mom"]
         h._n2, h._s2, h._s4, h._n3, h._s3 = int(n2), float(s2), float(s4), int(n3), float(s3)
+        h._abs2 = _NAN if s.get("abs2") is None else float(s["abs2"])
         return h
 
 

@@ -95,18 +95,31 @@ class SpeechPolicy(_Strict):
 class ChallengePolicy(_Strict):
     """How challenge outcomes weigh (log-likelihood ratios, human over automation)."""
 
-    # A pass is weak evidence: programmatic answers pass too; failures and misses say more.
+    # A pass is weak evidence: programmatic answers pass too; failures and misses say more. A person
+    # fails now and then (looked away, did too little); a challenge never shown is the client's doing.
     passed_llr: float = 0.5
-    failed_llr: float = -1.4
+    failed_llr: float = -1.0
     missed_llr: float = -2.2
-    flagged_llr: float = -3.0
-    # Reaction times (ms) spread below ``regular_sd_ms`` over ``min_reactions`` passes look programmatic;
-    # the evidence fades out linearly up to twice that spread (frame quantisation blurs a fixed delay).
-    regular_sd_ms: float = Field(15.0, gt=0)
-    min_reactions: int = Field(3, ge=2)
-    regular_llr: float = -3.0
-    # A median reaction below this (ms) is faster than a person reading a prompt.
-    too_fast_ms: float = Field(150.0, gt=0)
+    # Answers flagged by the challenge engine as faster than a person (`reaction_too_fast`) or begun
+    # before the prompt was shown (`moved_before_shown`): a binomial model of how often an answer is
+    # flagged, for a person (a coincidence: a blink or a glance just then) against a script that acts on
+    # the challenge message. It only ever counts against the session.
+    flag_rate_human: float = Field(0.05, gt=0, lt=1)
+    flag_rate_bot: float = Field(0.5, gt=0, lt=1)
+    # Answers flagged `template_movement` (a noiseless or repeated constant-speed ramp), the same way; people
+    # simulated with canned movements exist, so this evidence is weak and capped.
+    template_rate_human: float = Field(0.15, gt=0, lt=1)
+    template_rate_bot: float = Field(0.8, gt=0, lt=1)
+    template_cap: float = Field(2.0, ge=0)
+    # Reaction-time spread, pooled within each action (a script's canned movements reach the onset level
+    # at a different point for each action): a Gaussian likelihood ratio of the spread under a person's
+    # trial-to-trial SD against a script's near-fixed delay, both blurred by the frame-time quantisation
+    # (a uniform of one frame period). Judged from ``min_reactions`` answers with at least
+    # ``min_reactions - 2`` degrees of freedom; only ever against the session, at most ``regular_llr``.
+    person_rt_sd_ms: float = Field(15.0, gt=0)
+    script_rt_sd_ms: float = Field(4.0, gt=0)
+    min_reactions: int = Field(5, ge=3)
+    regular_llr: float = Field(-2.0, le=0)
     # A "pass" whose movement began this late (ms) is a coincidence, not an answer (people: under ~1.5 s).
     late_ms: float = Field(2000.0, gt=0)
     late_llr: float = -0.5
@@ -115,6 +128,16 @@ class ChallengePolicy(_Strict):
     unresponsive_window: int = Field(6, ge=2, le=8)
     unresponsive_max_passed: int = Field(1, ge=0)
     at_risk_streak: int = Field(3, ge=1, le=8)
+
+    @model_validator(mode="after")
+    def _rates_ordered(self) -> ChallengePolicy:
+        if not self.flag_rate_human < self.flag_rate_bot:
+            raise ValueError("need flag_rate_human < flag_rate_bot")
+        if not self.template_rate_human < self.template_rate_bot:
+            raise ValueError("need template_rate_human < template_rate_bot")
+        if not self.script_rt_sd_ms < self.person_rt_sd_ms:
+            raise ValueError("need script_rt_sd_ms < person_rt_sd_ms")
+        return self
 
 
 class PresencePolicy(_Strict):
@@ -162,17 +185,20 @@ class FamilyCaps(_Strict):
             "replay": 4.0,
         }
     )
+    # Evidence for a person is capped lower than evidence against: a script can imitate one family cheaply
+    # (random keyframes look broadband, Gaussian jitter looks like a sensor), so imitated families must not
+    # cancel what the others show.
     human: dict[str, float] = Field(
         default_factory=lambda: {
             "blink_intervals": 2.0,
-            "blink_shape": 2.0,
-            "blink_speech": 1.0,
-            "eye_sync": 0.5,
-            "head_motion": 1.0,
-            "noise": 0.5,
+            "blink_shape": 1.5,
+            "blink_speech": 0.5,
+            "eye_sync": 0.3,
+            "head_motion": 0.5,
+            "noise": 0.3,
             "cadence": 0.5,
-            "mouth": 1.0,
-            "replies": 1.0,
+            "mouth": 0.7,
+            "replies": 0.7,
             "challenges": 2.0,
             "presence": 0.0,
             "replay": 0.0,

@@ -7,11 +7,13 @@ docs/liveness.md.
 """
 
 from .run import EngineServer, SessionResult, Transport, run_session
-from .session import ATTACK_SPECIES, BONA_FIDE, SPECIES, SimSession
+from .session import ATTACK_SPECIES, BONA_FIDE, BONA_FIDE_ALT, BONA_FIDE_SPECIES, SPECIES, SimSession
 
 __all__ = [
     "ATTACK_SPECIES",
     "BONA_FIDE",
+    "BONA_FIDE_ALT",
+    "BONA_FIDE_SPECIES",
     "SPECIES",
     "EngineServer",
     "SessionResult",

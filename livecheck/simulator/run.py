@@ -8,6 +8,7 @@ server; a websocket transport has the same two methods.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -16,7 +17,7 @@ from ..evidence import EvidenceEngine, EvidencePolicy
 from .referee import Referee
 from .session import SimSession
 
-__all__ = ["EngineServer", "SessionResult", "Transport", "run_session"]
+__all__ = ["EngineServer", "SessionResult", "Transport", "run_session", "session_result", "total_of"]
 
 _RANK = {"human": 0, "pending": 1, "at_risk": 2, "violation": 3}
 
@@ -115,7 +116,7 @@ def run_session(
     transport: Transport,
     duration_s: float,
     *,
-    step_s: float = 0.25,
+    step_s: float = 0.05,
     net_delay_s: float = 0.02,
 ) -> SessionResult:
     """Stream ``sim`` through ``transport`` for ``duration_s`` of stream time (or until terminated)."""
@@ -129,10 +130,25 @@ def run_session(
                 sim.on_server_message(reply, t + net_delay_s)
         for m in transport.poll(t + net_delay_s):
             sim.on_server_message(m, t + 2 * net_delay_s)
+    return session_result(sim)
+
+
+def total_of(verdict: dict[str, Any]) -> float:
+    """The engine's total log-odds behind a verdict: its ``total`` when the in-process server adds one,
+    else the logit of its ``score`` (the evidence engine's score is the logistic of the total), clamped to
+    ±30 where a float score saturates."""
+    if "total" in verdict:
+        return float(verdict["total"])
+    s = min(max(float(verdict["score"]), 1e-13), 1.0 - 1e-13)
+    return max(-30.0, min(30.0, math.log(s / (1.0 - s))))
+
+
+def session_result(sim: SimSession) -> SessionResult:
+    """What happened to ``sim``, from the verdicts it received."""
     verdicts = sim.verdicts
     states = [v["state"] for v in verdicts] or ["pending"]
     first = next((v["_t"] for v in verdicts if v["state"] != "pending"), None)
-    totals = [v["total"] for v in verdicts if "total" in v]
+    totals = [total_of(v) for v in verdicts if "score" in v or "total" in v]
     return SessionResult(
         species=sim.species,
         seed=sim.seed,

@@ -12,16 +12,28 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from .alt import AltHuman
 from .attacks import AIDriver, CarefulBot, Live2DIdle, LLMTTSDriver, ReplayDriver
 from .driver import Driver
 from .human import HumanDriver, HumanParams, human_tracker
 from .tracker import Frame, TrackerState
 
-__all__ = ["ATTACK_SPECIES", "BONA_FIDE", "SPECIES", "SimSession", "make_driver"]
+__all__ = [
+    "ATTACK_SPECIES",
+    "BONA_FIDE",
+    "BONA_FIDE_ALT",
+    "BONA_FIDE_SPECIES",
+    "SPECIES",
+    "SimSession",
+    "make_driver",
+]
 
 BONA_FIDE = "human"
+# People from the independent generator (simulator/alt.py): a robustness check the engine is not tuned on.
+BONA_FIDE_ALT = "human_alt"
+BONA_FIDE_SPECIES = (BONA_FIDE, BONA_FIDE_ALT)
 ATTACK_SPECIES = ("live2d_idle", "ai_driver", "llm_tts", "replay", "careful_bot", "likeness_swap")
-SPECIES = (BONA_FIDE, *ATTACK_SPECIES)
+SPECIES = (*BONA_FIDE_SPECIES, *ATTACK_SPECIES)
 
 
 def make_driver(species: str, rng: random.Random, heldout: bool) -> Driver:
@@ -31,6 +43,7 @@ def make_driver(species: str, rng: random.Random, heldout: bool) -> Driver:
             rng, HumanParams.draw(rng, heldout), human_tracker(rng, heldout), send_reply_to=rng.random() < 0.5
         )
     makers = {
+        BONA_FIDE_ALT: AltHuman,
         "live2d_idle": Live2DIdle,
         "ai_driver": AIDriver,
         "llm_tts": LLMTTSDriver,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from datetime import datetime
 
@@ -16,6 +18,7 @@ from registry.operators import store
 from registry.operators.identity import verify_identity
 from registry.pii import field_context
 from registry.roles import Principal, Role
+from registry.translog.log import append_leaf
 
 __all__ = ["api"]
 
@@ -216,5 +219,18 @@ async def revoke_identity(call: Call[RevokeIdentity]) -> OperatorOut:
         op = await store.revoke_identity(conn, operator_id, call.body.reason)
         await audit.record(
             conn, call.actor, "identity.revoke", "operator", operator_id, reason=call.body.reason
+        )
+        # The log gets a digest of the reason, never its text; livecheck nodes end the operator's sessions.
+        await append_leaf(
+            conn,
+            {
+                "kind": "operator.identity_revoked",
+                "operator_id": str(operator_id),
+                "reason_sha256": hashlib.sha256(call.body.reason.encode()).hexdigest(),
+            },
+        )
+        await conn.execute(
+            "SELECT pg_notify('live_control', $1)",
+            json.dumps({"kind": "operator_revoked", "operator_id": str(operator_id)}),
         )
     return operator_out(op)

@@ -123,10 +123,11 @@ class TestRefusals:
     def test_unknown_table_is_refused(self) -> None:
         assert "surprise: Extra inputs are not permitted" in refusal("[surprise]\nx = 1\n").message
 
-    def test_evidence_table_waits_for_its_model(self) -> None:
-        # The [evidence] table is defined by livecheck/evidence/policy.py and wired in by the lead; an
-        # arbitrary dict is not accepted in the meantime.
-        assert "evidence: Extra inputs are not permitted" in refusal("[evidence]\nx = 1\n").message
+    def test_evidence_table_is_validated_by_its_model(self) -> None:
+        # The [evidence] table is livecheck/evidence/policy.py's EvidencePolicy: closed, key paths named.
+        assert "evidence.x: Extra inputs are not permitted" in refusal("[evidence]\nx = 1\n").message
+        err = refusal("[evidence.verdict]\nmax_pending_s = -1\n")
+        assert "evidence.verdict.max_pending_s: Input should be greater than 0" in err.message
 
     def test_wrong_type_is_refused(self) -> None:
         assert (
