@@ -58,6 +58,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=100 * 1024 * 1024, ge=1024, description="Largest request body accepted (HTTP 413 above)."
     )
+    likeness_threshold: int = Field(
+        default=31, ge=0, le=64, description="PDQ Hamming distance at or below which two images conflict."
+    )
+    flood_limit: int = Field(
+        default=100, ge=1, description="Uploads one reference may match in a window before quarantine."
+    )
+    flood_window_s: int = Field(default=3600, ge=1, description="The flood-quarantine window.")
+    max_reference_images: int = Field(default=16, ge=1, le=64, description="Reference images per avatar.")
     log_level: str = Field(default="INFO", description="Logging level.")
     db_pool_max: int = Field(default=10, ge=1, le=200, description="Largest database pool size.")
     log_origin: str = Field(

@@ -28,7 +28,7 @@ from registry.api.match import (
     read_form,
     single,
 )
-from registry.api.operators import IdentityOut, operator_out
+from registry.api.operators import IdentityOut, identity_out
 from registry.api.routing import Api, Call, path_uuid
 from registry.api.schemas import QueryModel, Reason, StrictModel
 from registry.avatars import service, store
@@ -36,7 +36,6 @@ from registry.avatars.images import MAX_IMAGE_BYTES
 from registry.avatars.models import MAX_MODEL_BYTES, parse_model
 from registry.avatars.trigrams import DEFAULT_MIN_SIMILARITY, trigrams
 from registry.operators import store as operator_store
-from registry.pii import field_context
 from registry.roles import ALL_ROLES, Role
 from registry.translog.certificates import issue_certificate
 
@@ -703,23 +702,4 @@ async def ownership(call: Call[None]) -> OwnershipOut:
             reason=call.query.reason,
             details={"operator_id": str(avatar.owner_operator_id)},
         )
-    pii = call.services.pii
-    op = str(rec.operator.id)
-    return OwnershipOut(
-        avatar_id=avatar_id,
-        owner=IdentityOut(
-            operator=operator_out(rec.operator),
-            issuer=rec.issuer,
-            subject=rec.subject,
-            legal_name=(
-                pii.decrypt(rec.legal_name_enc, context=field_context(op, "legal_name"))
-                if rec.legal_name_enc
-                else None
-            ),
-            id_number=(
-                pii.decrypt(rec.id_number_enc, context=field_context(op, "id_number"))
-                if rec.id_number_enc
-                else None
-            ),
-        ),
-    )
+    return OwnershipOut(avatar_id=avatar_id, owner=identity_out(call.services, rec))

@@ -16,9 +16,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, Field
 
 from registry import errors
-
-# _parse_json: routes that take JSON *or* multipart parse the JSON half the way every JSON route does.
-from registry.api.routing import Api, Call, _parse_json, path_uuid
+from registry.api.routing import Api, Call, parse_json, path_uuid
 from registry.api.schemas import QueryModel, Reason, StrictModel
 from registry.api.state import MAX_BODY_BYTES, POOL, READINESS, SERVICES
 from registry.avatars import service as avatar_service
@@ -299,7 +297,7 @@ async def match(call: Call[None]) -> MatchOut:
     fps.require_ready()
     policy = fps.policy
     if call.request.content_type == "application/json":
-        body = await _parse_json(call.request, MatchBody)
+        body = await parse_json(call.request, MatchBody)
         threshold = _threshold(call, body.threshold)
         pdq = pdq_from_hex(body.pdq, quality=body.quality)
         if pdq.quality < policy.min_quality:
@@ -395,7 +393,7 @@ async def add_allow(call: Call[None]) -> AllowEntryOut:
     avatar_id = path_uuid(call)
     fps = fingerprints(call)
     if call.request.content_type == "application/json":
-        body = await _parse_json(call.request, AllowBody)
+        body = await parse_json(call.request, AllowBody)
         pdq, sha256, note = pdq_from_hex(body.pdq).bits, None, body.note
     else:
         parts = await read_form(call, {"image": (MAX_IMAGE_BYTES, 1), "note": (FIELD_BYTES, 1)})

@@ -18,6 +18,7 @@ from registry.operators import store
 from registry.operators.identity import verify_identity
 from registry.pii import field_context
 from registry.roles import Principal, Role
+from registry.services import Services
 from registry.translog.log import append_leaf
 
 __all__ = ["api"]
@@ -74,6 +75,22 @@ def operator_out(op: store.Operator) -> OperatorOut:
         verified_at=op.verified_at,
         assurance=op.assurance,
         revoked_at=op.revoked_at,
+    )
+
+
+def identity_out(services: Services, rec: store.IdentityRecord) -> IdentityOut:
+    """An operator's identity with its PII decrypted: only ever for staff, after an audit record."""
+    op = str(rec.operator.id)
+
+    def decrypt(blob: bytes | None, field: str) -> str | None:
+        return services.pii.decrypt(blob, context=field_context(op, field)) if blob else None
+
+    return IdentityOut(
+        operator=operator_out(rec.operator),
+        issuer=rec.issuer,
+        subject=rec.subject,
+        legal_name=decrypt(rec.legal_name_enc, "legal_name"),
+        id_number=decrypt(rec.id_number_enc, "id_number"),
     )
 
 
@@ -183,23 +200,7 @@ async def read_identity(call: Call[None]) -> IdentityOut:
         await audit.record(
             conn, call.actor, "identity.read", "operator", operator_id, reason=call.query.reason
         )
-    pii = call.services.pii
-    op = str(operator_id)
-    return IdentityOut(
-        operator=operator_out(rec.operator),
-        issuer=rec.issuer,
-        subject=rec.subject,
-        legal_name=(
-            pii.decrypt(rec.legal_name_enc, context=field_context(op, "legal_name"))
-            if rec.legal_name_enc
-            else None
-        ),
-        id_number=(
-            pii.decrypt(rec.id_number_enc, context=field_context(op, "id_number"))
-            if rec.id_number_enc
-            else None
-        ),
-    )
+    return identity_out(call.services, rec)
 
 
 @api.route(

@@ -18,7 +18,7 @@ from registry.api.state import POOL, SERVICES, SETTINGS
 from registry.keys import store as key_store
 from registry.roles import Principal, Role
 
-__all__ = ["Api", "Call", "RouteSpec", "path_uuid"]
+__all__ = ["Api", "Call", "RouteSpec", "parse_json", "path_uuid"]
 
 B = TypeVar("B", bound=pydantic.BaseModel)
 
@@ -96,7 +96,7 @@ async def authenticate(request: web.Request) -> Principal:
     return principal
 
 
-async def _parse_json(request: web.Request, model: type[B]) -> B:
+async def parse_json(request: web.Request, model: type[B]) -> B:
     if request.content_type != "application/json":
         raise errors.UnsupportedMediaType(
             f"expected Content-Type application/json, got {request.content_type or 'none'}"
@@ -203,7 +203,7 @@ def _wrap(spec: RouteSpec) -> Callable[[web.Request], Awaitable[web.StreamRespon
         if spec.query is not None:
             call.query = _parse_query(request, spec.query)
         if spec.body is not None:
-            call.body = await _parse_json(request, spec.body)
+            call.body = await parse_json(request, spec.body)
         result = await spec.handler(call)
         if isinstance(result, web.StreamResponse):
             return result

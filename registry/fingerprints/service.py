@@ -42,6 +42,7 @@ import numpy as np
 
 from registry import audit, errors
 from registry.avatars import store as avatar_store
+from registry.config import Settings
 from registry.fingerprints import store
 from registry.fingerprints.match import MAX_THRESHOLD, MatchIndex
 from registry.fingerprints.phash import (
@@ -114,18 +115,14 @@ class LikenessPolicy:
             raise ValueError("flood_limit, flood_window_s and poll_interval_s must be positive")
 
     @classmethod
-    def from_settings(cls, settings: Any) -> LikenessPolicy:
-        """The policy from ``Settings``; a setting that is not defined there keeps its default."""
-        names = {
-            "likeness_threshold": "threshold",
-            "flood_limit": "flood_limit",
-            "flood_window_s": "flood_window_s",
-            "max_reference_images": "max_reference_images",
-        }
-        values = {
-            ours: getattr(settings, theirs) for theirs, ours in names.items() if hasattr(settings, theirs)
-        }
-        return cls(**values)
+    def from_settings(cls, settings: Settings) -> LikenessPolicy:
+        """The policy from ``Settings``."""
+        return cls(
+            threshold=settings.likeness_threshold,
+            flood_limit=settings.flood_limit,
+            flood_window_s=settings.flood_window_s,
+            max_reference_images=settings.max_reference_images,
+        )
 
 
 @dataclass(frozen=True, slots=True)
