@@ -16,6 +16,7 @@ from registry import errors
 from registry.avatars import store as avatar_store
 from registry.avatars.service import fingerprint_upload
 from registry.avatars.trigrams import trigrams
+from registry.config import Settings
 from registry.fingerprints import store
 from registry.fingerprints.phash import AUGMENTATION_NAMES, DIHEDRAL_NAMES, hamming, pdq_of_image
 from registry.fingerprints.service import (
@@ -244,11 +245,7 @@ def test_policy_bounds() -> None:
     with pytest.raises(ValueError):
         LikenessPolicy(flood_limit=0)
 
-    class FakeSettings:
-        likeness_threshold = 20
-        flood_limit = 5
-
-    policy = LikenessPolicy.from_settings(FakeSettings())
+    policy = LikenessPolicy.from_settings(Settings(likeness_threshold=20, flood_limit=5))
     assert (policy.threshold, policy.flood_limit, policy.flood_window_s) == (20, 5, 3600.0)
 
 
