@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -57,7 +58,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +74,7 @@ TRACES = 24  # distinct simulated people; sessions share them at different phase
 TRACE_S = 120  # seconds of stream per trace (wrapped around if the run is longer)
 SAMPLES = 10  # samples per tracking message, one message per second
 SAT_BATCH = 50  # saturation: messages per connection between two fences
+FENCE_S = 0.1  # steady: each connection sends a fence this often
 SESSIONS_PER_AVATAR = 10
 TARGETS = {"sessions": 5000, "p99_ms": 50.0, "kb_per_session": 20.0, "throughput_ratio": 0.5}
 
@@ -78,9 +82,20 @@ TARGETS = {"sessions": 5000, "p99_ms": 50.0, "kb_per_session": 20.0, "throughput
 # ----------------------------------------------------------------------------------------------- traces
 
 
-def build_traces(n: int, seconds: int) -> list[list[tuple[list[float], str, str]]]:
-    """``n`` simulated people, each as ``seconds`` pre-encoded seconds: (sample offsets within the
-    second, channels JSON, face JSON or "")."""
+class Second:
+    """One second of a simulated person's tracking: 10 samples, raw and pre-encoded."""
+
+    __slots__ = ("channels", "encoded", "face", "offsets")
+
+    def __init__(self, offsets: list[float], channels: dict[str, list[float]], faces: list[bool]) -> None:
+        self.offsets = offsets  # sample times within the second
+        self.channels = channels
+        self.encoded = json.dumps(channels)
+        self.face = "" if all(faces) else ',"face":' + json.dumps(faces)
+
+
+def build_traces(n: int, seconds: int) -> list[list[Second]]:
+    """``n`` simulated people (``livecheck.simulator``, species ``human``), ``seconds`` each."""
     from livecheck.simulator import SimSession
 
     traces = []
@@ -94,7 +109,7 @@ def build_traces(n: int, seconds: int) -> list[list[tuple[list[float], str, str]
             for i, ts in enumerate(msg["ts"]):
                 face = msg["face"][i] if msg.get("face") else True
                 samples.append((ts - sim.offset, {k: v[i] for k, v in ch.items()}, face))
-        per_second: list[tuple[list[float], str, str]] = []
+        per_second: list[Second] = []
         j = 0
         for k in range(seconds):
             window = []
@@ -106,45 +121,97 @@ def build_traces(n: int, seconds: int) -> list[list[tuple[list[float], str, str]
                 raise SystemExit(f"trace {seed}: only {len(window)} samples in second {k}")
             step = len(window) / SAMPLES
             picked = [window[int(i * step)] for i in range(SAMPLES)]
-            offsets = [round(t - k, 6) for t, _, _ in picked]
             names = picked[0][1].keys()
-            channels = json.dumps({name: [round(p[1][name], 4) for p in picked] for name in names})
-            faces = [p[2] for p in picked]
-            face = "" if all(faces) else ',"face":' + json.dumps(faces)
-            per_second.append((offsets, channels, face))
+            per_second.append(
+                Second(
+                    [round(t - k, 6) for t, _, _ in picked],
+                    {name: [round(p[1][name], 4) for p in picked] for name in names},
+                    [p[2] for p in picked],
+                )
+            )
         traces.append(per_second)
     return traces
+
+
+def gesture(action: str, dt: float) -> dict[str, float]:
+    """What a person doing ``action`` does to the channels ``dt`` seconds after starting (PROTOCOL.md
+    "Challenges": head angles in the person's own directions; thresholds passed with a margin)."""
+    if dt < 0 or dt > 2.0:
+        return {}
+    ramp = min(1.0, dt / 0.3)
+    if action in ("turn_head_left", "turn_head_right"):
+        sign = 1.0 if action == "turn_head_left" else -1.0
+        return {"headYaw": sign * 25.0 * ramp} if dt < 1.2 else {}
+    if action == "nod":
+        return {"headPitch": 12.0 * ramp} if dt < 0.5 else {}
+    if action == "blink_twice":
+        level = 0.95 if dt < 0.2 or 0.6 <= dt < 0.8 else 0.05
+        return {"eyeBlinkLeft": level, "eyeBlinkRight": level}
+    if action == "open_mouth":
+        return {"jawOpen": 0.85} if dt < 1.0 else {}
+    return {}
 
 
 # ------------------------------------------------------------------------------------------ load process
 
 
 class Session:
-    __slots__ = ("base", "changes", "last", "sent", "seq", "sid", "trace", "verdicts")
+    __slots__ = ("base", "gestures", "last", "sent", "seq", "sid", "trace")
 
     def __init__(self, sid: str, trace: int, base: float) -> None:
         self.sid = sid
         self.trace = trace
         self.base = base  # the sender clock at stream second 0
         self.seq = 0
-        self.sent: dict[int, float] = {}  # seq -> loop time sent (the last few)
+        self.sent: dict[int, float] = {}  # seq -> perf_counter when sent (the last few)
         self.last: tuple[str, str] | None = None  # last verdict's (state, action)
-        self.verdicts = 0
-        self.changes = 0
+        self.gestures: list[tuple[str, float]] = []  # challenge actions being performed: (action, start)
 
-    def tracking(self, k: int, traces: list[list[tuple[list[float], str, str]]]) -> str:
+    def tracking(self, k: int, traces: list[list[Second]]) -> str:
+        """The message of stream second ``k`` (sender clock ``base + k`` to ``base + k + 1``)."""
         self.seq += 1
-        offsets, channels, face = traces[self.trace][k % len(traces[self.trace])]
-        ts = ",".join(repr(round(self.base + k + o, 6)) for o in offsets)
+        sec = traces[self.trace][k % len(traces[self.trace])]
+        start = self.base + k
+        ts = [round(start + o, 6) for o in sec.offsets]
+        channels = sec.encoded
+        if self.gestures:
+            self.gestures = [(a, g) for a, g in self.gestures if g + 2.0 >= start]
+            if self.gestures:
+                chans = {name: list(values) for name, values in sec.channels.items()}
+                for action, g0 in self.gestures:
+                    for i, t in enumerate(ts):
+                        for name, value in gesture(action, t - g0).items():
+                            chans[name][i] = value
+                channels = json.dumps(chans)
         return (
-            f'{{"type":"tracking","session":"{self.sid}","seq":{self.seq},"ts":[{ts}],'
-            f'"channels":{channels}{face}}}'
+            f'{{"type":"tracking","session":"{self.sid}","seq":{self.seq},'
+            f'"ts":[{",".join(map(repr, ts))}],"channels":{channels}{sec.face}}}'
         )
+
+
+class Fences:
+    """One connection's fences: a probe the server answers in order, after everything sent before it
+    (for the node an ``unknown_session`` error, for echo its echo). Their round trips are the processing
+    latency, and they tell a verdict decided by a message from one decided later, on a timer."""
+
+    __slots__ = ("answered", "next", "pending", "rtts", "timeline")
+
+    def __init__(self) -> None:
+        self.next = 0
+        self.pending: dict[int, float] = {}  # fence number -> perf_counter when sent
+        self.answered: deque[tuple[float, float]] = deque(maxlen=64)  # (sent, answered)
+        self.rtts: list[float] = []
+        self.timeline: list[tuple[float, float]] = []  # (sent, round trip) in the steady phase
+
+    def answered_between(self, after: float, before: float) -> bool:
+        """Whether a fence sent after ``after`` was answered before ``before``."""
+        return any(sent > after and ans < before for sent, ans in self.answered)
 
 
 async def load(args: argparse.Namespace) -> dict[str, Any]:
     """The load process: open sessions, stream, measure. Returns its numbers."""
     from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
 
     traces = build_traces(TRACES, TRACE_S)
     n, m = args.sessions, args.connections
@@ -158,13 +225,17 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
         Session(f"bench-{i}-{rng.getrandbits(32):08x}", i % TRACES, 1000.0 + 3.0 * i) for i in range(n)
     ]
     groups = [sessions[i::m] for i in range(m)]
+    fences = [Fences() for _ in range(m)]
     latencies: list[float] = []
+    timer_decided: list[float] = []
     errors: dict[str, int] = {}
-    counts = {"accepted": 0, "rejected": 0, "verdicts": 0, "challenges": 0, "terminated": 0, "echoes": 0}
+    counts = dict.fromkeys(
+        ("accepted", "rejected", "verdicts", "changes", "challenges", "terminated", "echoes", "fences"), 0
+    )
     sent = {"steady": 0, "saturate": 0}
     phase = {"name": "ramp"}
-    fences: dict[int, asyncio.Future[float]] = {}
-    started: dict[str, float] = {}  # session -> loop time of its stream second 0
+    sat_fences: dict[int, asyncio.Future[float]] = {}
+    started: dict[str, float] = {}  # session -> loop time its stream second 0 was sent
     accepted: dict[str, asyncio.Future[None]] = {}
     websockets_ = []
     for _ in range(m):
@@ -180,33 +251,47 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
         )
         websockets_.append(ws)
 
+    def sender_clock(s: Session) -> float:
+        # The end of the stream second most recently sent, on the session's sender clock.
+        return s.base + (loop.time() - started.get(s.sid, loop.time())) + 1.0
+
+    def fence_answered(ci: int, msg: dict[str, Any], now: float) -> None:
+        f = fences[ci]
+        t = f.pending.pop(msg["seq"] if echo else msg.get("ref_seq", 0), None)
+        if t is not None:
+            f.answered.append((t, now))
+            if phase["name"] == "steady":
+                f.rtts.append(now - t)
+                f.timeline.append((t, now - t))
+        fut = sat_fences.get(ci)
+        if fut is not None and not fut.done():
+            fut.set_result(loop.time())
+
     async def reader(ci: int, ws: Any) -> None:
         by_id = {s.sid: s for s in groups[ci]}
         async for text in ws:
             now = clock()
             msg = json.loads(text)
+            if msg.get("session") == "fence":
+                counts["fences"] += 1
+                fence_answered(ci, msg, now)
+                continue
             kind = msg.get("type")
             if echo:
                 counts["echoes"] += 1
-                s = by_id.get(msg.get("session", ""))
-                if s is not None and phase["name"] == "steady":
-                    t = s.sent.pop(msg["seq"], None)
-                    if t is not None:
-                        latencies.append(now - t)
-                if msg.get("session") == "fence":
-                    fut = fences.get(ci)
-                    if fut is not None and not fut.done():
-                        fut.set_result(loop.time())
                 continue
             if kind == "verdict":
                 counts["verdicts"] += 1
                 s = by_id[msg["session"]]
                 key = (msg["state"], msg["action"])
                 if s.last is not None and key != s.last and phase["name"] == "steady":
+                    counts["changes"] += 1
                     t = s.sent.get(msg["at_seq"])
                     if t is not None:
-                        latencies.append(now - t)
-                        s.changes += 1
+                        # Decided by that message, or later on a timer? A fence sent after the message and
+                        # answered before this verdict: the server decided it after that fence.
+                        bucket = timer_decided if fences[ci].answered_between(t, now) else latencies
+                        bucket.append(now - t)
                 s.last = key
             elif kind == "session.accepted":
                 counts["accepted"] += 1
@@ -215,14 +300,17 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
                 counts["rejected"] += 1
                 accepted[msg["session"]].set_exception(RuntimeError(f"rejected: {msg}"))
             elif kind == "challenge":
+                # A person: the prompt is shown at once and acted out 400 ms later.
                 counts["challenges"] += 1
                 s = by_id[msg["session"]]
+                shown_t = sender_clock(s)
+                s.gestures.append((msg["action"], shown_t + 0.4))
                 s.seq += 1
                 shown = {
                     "type": "challenge.shown",
                     "session": s.sid,
                     "seq": s.seq,
-                    "t": s.base + (loop.time() - started.get(s.sid, loop.time())),
+                    "t": round(shown_t, 6),
                     "challenge_id": msg["challenge_id"],
                 }
                 await ws.send(json.dumps(shown))
@@ -231,41 +319,38 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
             elif kind == "error":
                 code = msg.get("code", "?")
                 errors[code] = errors.get(code, 0) + 1
-                if msg.get("session") == "fence":
-                    fut = fences.get(ci)
-                    if fut is not None and not fut.done():
-                        fut.set_result(loop.time())
 
     readers = [asyncio.create_task(reader(i, ws)) for i, ws in enumerate(websockets_)]
+
+    async def fence(ci: int, ws: Any) -> None:
+        f = fences[ci]
+        f.next += 1
+        f.pending[f.next] = clock()
+        await ws.send(f'{{"type":"chat","session":"fence","seq":{f.next},"t":0.0,"message_id":"f"}}')
 
     # -- ramp: open every session, spread over --ramp seconds
     ramp_start = loop.time()
     if not echo:
-        order = list(range(n))
         per = args.ramp / max(1, n)
-        for idx in order:
+        for idx in range(n):
             s = sessions[idx]
             ws = websockets_[idx % m]
             a = avatars[(idx // SESSIONS_PER_AVATAR) % len(avatars)]
             accepted[s.sid] = loop.create_future()
-            await ws.send(
-                json.dumps(
-                    {
-                        "type": "session.open",
-                        "session": s.sid,
-                        "avatar_id": a["avatar_id"],
-                        "operator_id": a["operator_id"],
-                    }
-                )
-            )
-            due = ramp_start + (idx + 1) * per
-            delay = due - loop.time()
+            opening = {
+                "type": "session.open",
+                "session": s.sid,
+                "avatar_id": a["avatar_id"],
+                "operator_id": a["operator_id"],
+            }
+            await ws.send(json.dumps(opening))
+            delay = ramp_start + (idx + 1) * per - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
         await asyncio.wait_for(asyncio.gather(*accepted.values()), timeout=120)
     ramp_s = loop.time() - ramp_start
 
-    # -- steady: one message per session per second, each session at its own phase
+    # -- steady: one message per session per second, each session at its own phase; fences between
     phases = {s.sid: (i / n) for i, s in enumerate(sessions)}
     t0 = loop.time() + 1.0
     for s in sessions:
@@ -274,9 +359,16 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
 
     async def sender(ci: int, ws: Any) -> None:
         group = sorted(groups[ci], key=lambda s: phases[s.sid])
+        next_fence = t0 + FENCE_S * (ci / m)
         for k in range(args.duration):
             for s in group:
                 due = t0 + k + phases[s.sid]
+                while next_fence <= due:
+                    delay = next_fence - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    await fence(ci, ws)
+                    next_fence += FENCE_S
                 delay = due - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
@@ -287,18 +379,28 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
                 await ws.send(text)
                 sent["steady"] += 1
 
+    async def drained(ci: int, ws: Any) -> float:
+        # A last fence: answered once the server has processed everything this connection sent.
+        sat_fences[ci] = loop.create_future()
+        await fence(ci, ws)
+        return await asyncio.wait_for(sat_fences[ci], timeout=300)
+
     phase["name"] = "steady"
     steady_start = loop.time()
+    clock_start = clock()
     await asyncio.gather(*(sender(i, ws) for i, ws in enumerate(websockets_)))
-    steady_s = loop.time() - steady_start
+    sent_s = loop.time() - steady_start
+    # Throughput is what the server processed: the clock stops when the last message has been.
+    steady_s = max(await asyncio.gather(*(drained(i, ws) for i, ws in enumerate(websockets_)))) - steady_start
+    sat_fences.clear()
     await asyncio.sleep(1.0)  # the last verdicts
     phase["name"] = "saturate"
     print(json.dumps({"event": "steady_end", "at": time.time()}), flush=True)
 
     # -- saturation: each connection sends batches of SAT_BATCH back to back, each followed by a fence the
-    # server must answer (an error for the node, the echo for echo) before the next batch: every
-    # connection keeps the server busy with at most SAT_BATCH + 1 messages in flight, so what is measured
-    # is processing, not how much the sockets can buffer (megabytes on loopback, seconds of work).
+    # server must answer before the next batch: every connection keeps the server busy with at most
+    # SAT_BATCH + 1 messages in flight, so what is measured is processing, not how much the sockets can
+    # buffer (megabytes on loopback, seconds of work).
     sat_start = loop.time()
     sat_until = sat_start + args.saturate
 
@@ -314,13 +416,16 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
                     k += 1
                 await ws.send(s.tracking(k, traces))
                 sent["saturate"] += 1
-            fences[ci] = loop.create_future()
-            fence = {"type": "chat", "session": "fence", "seq": 1, "t": 0.0, "message_id": "fence"}
-            await ws.send(json.dumps(fence))
-            await asyncio.wait_for(fences[ci], timeout=60)
+            sat_fences[ci] = loop.create_future()
+            await fence(ci, ws)
+            await asyncio.wait_for(sat_fences[ci], timeout=60)
 
+    sat_error = None
     if args.saturate > 0:
-        await asyncio.gather(*(flood(i, ws) for i, ws in enumerate(websockets_)))
+        try:
+            await asyncio.gather(*(flood(i, ws) for i, ws in enumerate(websockets_)))
+        except (ConnectionClosed, TimeoutError) as exc:
+            sat_error = f"{type(exc).__name__}: {exc}"
     sat_s = loop.time() - sat_start
 
     for ws in websockets_:
@@ -328,7 +433,6 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
     for r in readers:
         r.cancel()
     await asyncio.gather(*readers, return_exceptions=True)
-    lat_ms = sorted(x * 1000 for x in latencies)
     return {
         "target": args.target,
         "sessions": n,
@@ -336,16 +440,32 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
         "ramp_s": round(ramp_s, 2),
         "steady_s": round(steady_s, 2),
         "messages_steady": sent["steady"],
+        "sending_s": round(sent_s, 2),
         "throughput_msgs_per_s": round(sent["steady"] / steady_s, 1),
-        "latency_ms": summarize(lat_ms),
+        "verdict_latency_ms": summarize(sorted(x * 1000 for x in latencies)),
+        "timer_decided_verdicts_ms": summarize(sorted(x * 1000 for x in timer_decided)),
+        "processing_latency_ms": summarize(sorted(x * 1000 for f in fences for x in f.rtts)),
+        # The same, by 5-second slices of the steady phase: where the tail comes from.
+        "processing_latency_p99_ms_by_5s": by_slice(
+            [(t - clock_start, rtt) for f in fences for t, rtt in f.timeline], 5.0
+        ),
         "saturation": {
             "messages": sent["saturate"],
             "seconds": round(sat_s, 2),
-            "msgs_per_s": round(sent["saturate"] / sat_s, 1) if sat_s else None,
+            "msgs_per_s": round(sent["saturate"] / sat_s, 1) if sat_s and not sat_error else None,
+            "error": sat_error,
         },
         "counts": counts,
         "errors": errors,
     }
+
+
+def by_slice(points: list[tuple[float, float]], width: float) -> list[float]:
+    """p99 (ms) of the values in each ``width``-second slice of time."""
+    slices: dict[int, list[float]] = {}
+    for t, v in points:
+        slices.setdefault(int(t // width), []).append(v * 1000)
+    return [summarize(sorted(slices[k])).get("p99", 0.0) for k in sorted(slices)]
 
 
 def summarize(xs: list[float]) -> dict[str, Any]:
@@ -390,6 +510,21 @@ async def live_server(dsn: str) -> None:
     from livecheck.config import LiveSettings
     from livecheck.server import serve_livecheck
 
+    after = os.environ.get("BENCH_TRACEMALLOC")
+    if after:
+        # Diagnostic: where the node's memory is, this many seconds after start (top sites, to stderr).
+        import tracemalloc
+
+        async def report() -> None:
+            await asyncio.sleep(float(after))
+            for stat in tracemalloc.take_snapshot().statistics("lineno")[:30]:
+                print(stat, file=sys.stderr, flush=True)
+
+        tracemalloc.start(1)
+        reporter = asyncio.create_task(report())
+        await serve_livecheck(LiveSettings(), dsn)
+        reporter.cancel()
+        return
     await serve_livecheck(LiveSettings(), dsn)
 
 
@@ -434,12 +569,16 @@ async def prepare_database(dsn: str, n_avatars: int) -> tuple[str, list[dict[str
 
 
 def postgres_processes(pgdata: Path | None) -> list[psutil.Process]:
-    found = []
+    """The embedded PostgreSQL's server and its backends (none when the database is not ours)."""
+    if pgdata is None:
+        return []
     for p in psutil.process_iter(attrs=("name", "cmdline")):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if p.info["name"] == "postgres" and (pgdata is None or str(pgdata) in cmd or "postgres:" in cmd):
-            found.append(p)
-    return found
+        if p.info["name"] == "postgres" and str(pgdata) in " ".join(p.info["cmdline"] or []):
+            try:
+                return [p, *p.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return []
+    return []
 
 
 def cpu_of(procs: list[psutil.Process]) -> float:
@@ -476,7 +615,7 @@ def run_load_process(
     key: str,
     avatars: Path,
     server: psutil.Process,
-    pg: list[psutil.Process],
+    pgdata: Path | None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run the load process against ``url``; sample the server while it streams."""
     cmd = [
@@ -511,21 +650,33 @@ def run_load_process(
     rss: list[int] = []
     window: dict[str, float] = {}
     result: dict[str, Any] = {}
+    sampling = threading.Event()
+
+    def sample_rss() -> None:
+        # The server's RSS once a second while the load is steady; its peak is what is reported.
+        while sampling.is_set():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                rss.append(server.memory_info().rss)
+            time.sleep(1.0)
+
+    sampler = threading.Thread(target=sample_rss, daemon=True)
     for line in proc.stdout:
         msg = json.loads(line)
         if msg.get("event") == "steady_start":
             # Skip the first seconds: sessions are still warming their engines' first statistics.
             time.sleep(min(10.0, args.duration / 4))
+            pg = postgres_processes(pgdata)
             window = {
                 "t": time.monotonic(),
                 "server": cpu_of([server]),
                 "client": cpu_of([client]),
                 "pg": cpu_of(pg),
             }
-            rss.append(server.memory_info().rss)
+            sampling.set()
+            sampler.start()
         elif msg.get("event") == "steady_end":
+            sampling.clear()
             elapsed = time.monotonic() - window["t"]
-            rss.append(server.memory_info().rss)
             window = {
                 "seconds": round(elapsed, 1),
                 "server_cpu_pct": round(100 * (cpu_of([server]) - window["server"]) / elapsed, 1),
@@ -548,6 +699,7 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
     logs.mkdir(parents=True, exist_ok=True)
     embedded = None
     pgdata = None
+    children: list[subprocess.Popen[str]] = []
     try:
         if args.dsn:
             dsn = args.dsn
@@ -573,7 +725,6 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             # The evidence engine keeps its own copy of the actions; the policy checks they agree.
             '[evidence.actions]\npending = "none"\nhuman = "none"\nat_risk = "warn"\nviolation = "warn"\n'
         )
-        pg = postgres_processes(pgdata)
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECHECK_")}
         port = free_port()
         env.update(
@@ -582,14 +733,17 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             LIVECHECK_POLICY_FILE=str(policy),
             LIVECHECK_NODE_ID="bench-node",
             LIVECHECK_LOG_LEVEL="WARNING",
+            LIVECHECK_ENGINE=args.engine,
         )
         print("starting the livecheck node …", file=sys.stderr, flush=True)
         node_proc, banner = start(
-            [sys.executable, __file__, "--role", "server", "--dsn", dsn, "--loop", args.loop],
+            [sys.executable, __file__, "--role", "server", "--dsn", dsn, "--loop", args.loop]
+            + (["--profile", str(args.profile)] if args.profile else []),
             env,
             "livecheck:",
             logs / "node.log",
         )
+        children.append(node_proc)
         server = psutil.Process(node_proc.pid)
         time.sleep(2.0)
         idle_rss = server.memory_info().rss
@@ -599,7 +753,7 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             flush=True,
         )
         live, live_win = run_load_process(
-            args, "live", f"ws://127.0.0.1:{port}/v1/live", key, avatars_file, server, pg
+            args, "live", f"ws://127.0.0.1:{port}/v1/live", key, avatars_file, server, pgdata
         )
         node_proc.send_signal(signal.SIGTERM)
         node_proc.wait(timeout=60)
@@ -612,13 +766,18 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             "echo:",
             logs / "echo.log",
         )
+        children.append(echo_proc)
         echo_server_proc = psutil.Process(echo_proc.pid)
         echo, echo_win = run_load_process(
-            args, "echo", f"ws://127.0.0.1:{eport}", key, avatars_file, echo_server_proc, []
+            args, "echo", f"ws://127.0.0.1:{eport}", key, avatars_file, echo_server_proc, None
         )
         echo_proc.send_signal(signal.SIGTERM)
         echo_proc.wait(timeout=30)
     finally:
+        for child in children:  # whatever went wrong, leave no server behind
+            if child.poll() is None:
+                child.kill()
+                child.wait(timeout=30)
         if embedded is not None:
             embedded.stop()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -626,10 +785,10 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
     per_session_kb = (live_win["server_rss_steady"] - idle_rss) / args.sessions / 1024
     ratio = live["throughput_msgs_per_s"] / echo["throughput_msgs_per_s"]
     sat_live, sat_echo = live["saturation"]["msgs_per_s"], echo["saturation"]["msgs_per_s"]
-    p99 = live["latency_ms"].get("p99")
+    p99 = live["verdict_latency_ms"].get("p99")
     summary = {
         "sessions": args.sessions,
-        "verdict_latency_p50_ms": live["latency_ms"].get("p50"),
+        "verdict_latency_p50_ms": live["verdict_latency_ms"].get("p50"),
         "verdict_latency_p99_ms": p99,
         "server_rss_per_session_kb": round(per_session_kb, 2),
         "server_cpu_pct": live_win["server_cpu_pct"],
@@ -645,6 +804,9 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
         },
     }
     return {
+        # Other processes' load during the run (1-minute load average at the end): on a shared 2-core
+        # machine the node's figures depend on it.
+        "load_average_1m_end": round(os.getloadavg()[0], 2),
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
@@ -653,7 +815,7 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
         "args": {
             k: v
             for k, v in vars(args).items()
-            if k in ("sessions", "connections", "duration", "ramp", "saturate", "loop")
+            if k in ("sessions", "connections", "duration", "ramp", "saturate", "loop", "engine")
         },
         "node_banner": banner,
         "summary": summary,
@@ -675,6 +837,10 @@ def main() -> None:
     p.add_argument("--dsn")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--logs", type=Path, help="keep the servers' logs in this folder")
+    p.add_argument("--profile", type=Path, help="profile the node (cProfile stats to this file)")
+    p.add_argument(
+        "--engine", choices=["auto", "evidence", "challenge"], default="evidence", help="the node's engine"
+    )
     # Internal: the roles' arguments.
     p.add_argument("--target", choices=["live", "echo"], default="live")
     p.add_argument("--url")
@@ -685,6 +851,12 @@ def main() -> None:
     if args.role == "load":
         args.avatar_list = json.loads(Path(args.avatars).read_text()) if args.target == "live" else []
         print(json.dumps(run_loop(load(args), args.loop)), flush=True)
+    elif args.role == "server" and args.profile:
+        import cProfile
+
+        with cProfile.Profile() as prof:
+            run_loop(live_server(args.dsn), args.loop)
+        prof.dump_stats(args.profile)
     elif args.role == "server":
         run_loop(live_server(args.dsn), args.loop)
     elif args.role == "echo":

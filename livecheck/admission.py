@@ -148,6 +148,7 @@ async def open_session(
     stream_id: str | None,
     sessions: SessionPolicy,
     live_for_s: float,
+    node_timeout_s: float,
 ) -> Admitted | Rejection:
     """Decide a ``session.open`` and, when admitted, reserve the session (a ``live_sessions`` row held by
     this node) in the same transaction as the checks, so the busy limits hold across nodes."""
@@ -155,7 +156,15 @@ async def open_session(
     async with pool.acquire() as conn, conn.transaction():
         if avatar is not None and operator is not None:
             await store.lock_for_admission(conn, avatar, operator)
-        facts = await store.admission_facts(conn, ingest_key_id, session, avatar, operator)
+        facts = await store.admission_facts(
+            conn,
+            ingest_key_id,
+            session,
+            avatar,
+            operator,
+            node_timeout_s=node_timeout_s,
+            window_s=sessions.resume_window_s,
+        )
         rejection = decide(facts, sessions)
         if rejection is not None:
             return rejection
@@ -196,6 +205,7 @@ async def resume_session(
     session: str,
     live_for_s: float,
     node_timeout_s: float,
+    window_s: float,
     take_over: bool,
 ) -> Resumable | NotResumable | Rejection | HeldElsewhere:
     """Decide a ``session.resume`` and, when it can go on, hold the session for this node.
@@ -219,6 +229,8 @@ async def resume_session(
                 row.node_id == node_id or await store.node_alive(conn, row.node_id, node_timeout_s)
             ):
                 return HeldElsewhere(row.pk, row.node_id)
+            if not await store.is_live(conn, row.pk, node_timeout_s, window_s):
+                return NotResumable("the session's resume window has passed")  # its node died long ago
             taken_from = row.node_id
         elif row.expired:
             return NotResumable("the session's resume window has passed")

@@ -161,10 +161,24 @@ class ChallengeEngine:
         of = f"the last {n}" if sum(self._totals.values()) > n else f"{n}"
         missed = sum(1 for res, _, _ in recent if res == "missed")
         late = sum(1 for res, _, flags in recent if res == "failed" and not flags)
+        unseen = sum(1 for res, _, flags in recent if res == "failed" and "face_lost" in flags)
+        canned = sum(1 for res, _, flags in recent if res == "passed" and "template_movement" in flags)
         if missed:
             reasons.append(Reason("challenges_missed", f"{missed} of {of} challenges missed"))
         if late:
             reasons.append(Reason("challenges_failed", f"{late} of {of} challenges not completed in time"))
+        if unseen:
+            reasons.append(
+                Reason("face_lost", f"{unseen} of {of} challenges failed while the face was out of view")
+            )
+        if canned:
+            reasons.append(
+                Reason(
+                    "template_movement",
+                    f"{canned} of {of} challenges answered with a canned movement (a straight ramp repeating "
+                    "an earlier answer's speed, or without sensor noise)",
+                )
+            )
         for res, ms, flags in recent:
             if res != "failed" or ms is None:
                 continue

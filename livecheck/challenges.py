@@ -28,6 +28,8 @@ Follows ``PROTOCOL.md`` "Challenges", "Head angles" and the deadlines there:
   ``template_movement`` (it stays passed: the action was done, but not the way a person does it). People
   accelerate into a movement and out of it (a bell-shaped speed profile), a tracker adds noise to every
   sample, and no two answers of a person are alike; a script replays one ramp. Blinks are not judged.
+- A challenge that fails while the tracker saw no face for most of its time carries the flag
+  ``face_lost`` (the operator looked away or left; the engine weighs that apart from an ignored prompt).
 - Deadlines: ``challenge.shown`` arriving later than ``show_within_s`` after issue (server clock) → missed;
   samples arriving later than ``deadline_s`` + 2 s after the ``challenge.shown`` arrival, or lying later
   than ``deadline_s`` after ``shown.t``, cannot complete it → failed.
@@ -83,6 +85,10 @@ FAST_SHARE: Final = 1.5
 FAST_WINDOW_S: Final = 0.2
 RISE_TOLERANCE: Final = 0.1
 RISE_LOOKBACK_S: Final = 1.5
+# A failed challenge is flagged ``face_lost`` when fewer than this share of at least this many samples
+# between shown.t and the deadline saw a face (a third of the time out of view can hide the answer).
+FACE_LOST_SHARE: Final = 2 / 3
+FACE_LOST_MIN_SAMPLES: Final = 3
 # Template movements (the ``template_movement`` flag). The rise of a completing movement is fitted with a
 # straight line from where it left 10% of the way to the threshold up to the threshold; it needs this many
 # samples, and the noise is measured over the half second before it (second differences).
@@ -93,6 +99,8 @@ TEMPLATE_NOISE_S: Final = 0.5
 # the way to the threshold (frame timing and float32 storage blur even a perfect ramp a little).
 TEMPLATE_FIT_NOISE: Final = 2.0
 TEMPLATE_FIT_SPAN: Final = 0.02
+# ... and its curvature is within this many standard errors of none.
+TEMPLATE_BEND_SE: Final = 2.5
 # Below this share of the way to the threshold, a ramp and the half second before it carry no noise.
 TEMPLATE_NOISELESS: Final = 1e-3
 # Two constant-speed answers of one kind whose speeds differ by less than this share are one template.
@@ -369,6 +377,29 @@ def _line_fit(ts: Sequence[float], vs: Sequence[float]) -> tuple[float, float]:
     return slope, resid
 
 
+def _curvature(ts: Sequence[float], vs: Sequence[float], noise: float) -> tuple[float, float]:
+    """How far a least-squares parabola through (ts, vs) bends away from a line over the span (half the
+    quadratic coefficient times the squared half-span, absolute), and its standard error for white noise
+    of SD ``noise``."""
+    n = len(ts)
+    mt = sum(ts) / n
+    x = [t - mt for t in ts]
+    s2 = sum(a * a for a in x)
+    s3 = sum(a**3 for a in x)
+    s4 = sum(a**4 for a in x)
+    sy = sum(vs)
+    sxy = sum(a * v for a, v in zip(x, vs, strict=True))
+    sx2y = sum(a * a * v for a, v in zip(x, vs, strict=True))
+    # Normal equations for v = c0 + c1 x + c2 x² with Σx = 0: solve for c2 (Cramer's rule).
+    det = n * (s2 * s4 - s3 * s3) - s2 * (s2 * s2)
+    if det <= 0:
+        return 0.0, math.inf
+    c2 = (n * (s2 * sx2y - s3 * sxy) - s2 * s2 * sy) / det
+    var_c2 = noise * noise * n * s2 / det  # (M⁻¹)₃₃ = n s2 / det
+    half = 0.5 * (max(ts) - min(ts))
+    return abs(c2) * half * half, math.sqrt(max(var_c2, 0.0)) * half * half
+
+
 def _make_detector(action: str, rules: ChallengeRules, base: _Base) -> _Detector:
     if action == "turn_head_left":
         return _Turn(rules.turn_head_left, True, base)
@@ -408,6 +439,7 @@ class _Open:
     __slots__ = (
         "action",
         "challenge_id",
+        "face_seen",
         "fed_upto",
         "issue_est",
         "issued_at",
@@ -415,6 +447,7 @@ class _Open:
         "main",
         "pre",
         "pre_done",
+        "samples_seen",
         "shown_at",
         "shown_t",
     )
@@ -431,6 +464,8 @@ class _Open:
         self.pre_done = False  # no pre-shown movement can complete any more
         self.main: _Detector | None = None  # movement from shown.t on
         self.fed_upto = -math.inf  # ts of the last sample given to the detectors
+        self.samples_seen = 0  # samples from shown.t to the deadline (sender clock) ...
+        self.face_seen = 0  # ... and how many of them saw a face
 
 
 class ChallengeTracker:
@@ -553,8 +588,16 @@ class ChallengeTracker:
             if now > ch.issued_at + self.rules.show_within_s:
                 return [self._resolve("missed")]
         elif now > ch.shown_at + self.rules.deadline_s + ARRIVAL_GRACE_S:
-            return [self._resolve("failed")]
+            return [self._resolve("failed", flags=self._unseen(ch))]
         return []
+
+    @staticmethod
+    def _unseen(ch: _Open) -> tuple[str, ...]:
+        """``("face_lost",)`` for a failed challenge during which the tracker mostly saw no face (the
+        operator looked away, or left): it still failed, but it is not the same as being ignored."""
+        if ch.samples_seen >= FACE_LOST_MIN_SAMPLES and ch.face_seen < FACE_LOST_SHARE * ch.samples_seen:
+            return ("face_lost",)
+        return ()
 
     def close(self, now: float) -> tuple[list[ChallengeOutcome], int]:
         """The session ends at ``now``: outcomes due by then, and how many challenges stay open (0 or 1)."""
@@ -669,10 +712,13 @@ class ChallengeTracker:
         for i in range(bisect_right(ts, ch.fed_upto), len(ts)):
             t = ts[i]
             ch.fed_upto = t
+            if shown_t <= t <= deadline + _EPS:
+                ch.samples_seen += 1
+                ch.face_seen += face[i]
             if not face[i]:
                 continue  # a sample without a face carries no evidence
             if t > deadline + _EPS:
-                return [self._resolve("failed")]
+                return [self._resolve("failed", flags=self._unseen(ch))]
             if not ch.pre_done and t >= ch.issue_est:
                 s = self._sample(i)
                 feed = True
@@ -735,10 +781,16 @@ class ChallengeTracker:
         d2 = [pre[j] - 2 * pre[j + 1] + pre[j + 2] for j in range(len(pre) - 2)]
         noise = math.sqrt(sum(x * x for x in d2) / len(d2) / 6.0)  # var(Δ²) = 6 σ² for white noise
         noiseless = noise <= TEMPLATE_NOISELESS * width and resid <= TEMPLATE_NOISELESS * width
-        constant = resid <= TEMPLATE_FIT_NOISE * noise + TEMPLATE_FIT_SPAN * width
+        # Constant speed: the fit's residual is about the noise, and the rise shows no curvature beyond
+        # what the noise allows (a person's accelerating start bends it by a degree or more).
+        bend, bend_se = _curvature(rise_t, rise_v, noise)
+        constant = resid <= TEMPLATE_FIT_NOISE * noise + TEMPLATE_FIT_SPAN * width and (
+            bend <= TEMPLATE_BEND_SE * bend_se or bend <= TEMPLATE_NOISELESS * width
+        )
         kind = "turn" if action.startswith("turn_head") else action
         repeated = constant and any(
-            k == kind and abs(speed - v) <= TEMPLATE_SAME_SPEED * max(abs(speed), abs(v)) for k, v in self._speeds
+            k == kind and abs(speed - v) <= TEMPLATE_SAME_SPEED * max(abs(speed), abs(v))
+            for k, v in self._speeds
         )
         if constant:
             self._speeds = [*self._speeds[-(TEMPLATE_MEMORY - 1) :], (kind, speed)]
@@ -779,6 +831,7 @@ class ChallengeTracker:
                 "pre_done": ch.pre_done,
                 "main": None if ch.main is None else _dump_detector(ch.main),
                 "fed_upto": None if ch.fed_upto == -math.inf else ch.fed_upto,
+                "seen": [ch.samples_seen, ch.face_seen],
             }
         return {
             "ts": self._ts.tolist(),
@@ -825,5 +878,6 @@ class ChallengeTracker:
             ch.pre_done = bool(o["pre_done"])
             ch.main = None if o["main"] is None else _load_detector(ch.action, o["main"])
             ch.fed_upto = -math.inf if o["fed_upto"] is None else float(o["fed_upto"])
+            ch.samples_seen, ch.face_seen = (int(x) for x in o.get("seen", (0, 0)))
             tr._open = ch
         return tr

@@ -135,7 +135,7 @@ class EngineChoice:
 def choose_engine(settings: LiveSettings, policy: Policy, *, seed: int | None = None) -> EngineChoice:
     """Pick the session engine (see the module docstring).
 
-    Node clocks are aligned to the database clock (``livecheck/server.py``), so a checkpoint restored on
+    Node clocks are aligned to the database clock (``livecheck/node.py``), so a checkpoint restored on
     another node needs no time shift; the shift the protocol passes is ignored by the evidence engine.
 
     Raises:

@@ -206,7 +206,7 @@ async def reap_once(
     Returns how many sessions ended.
     """
     async with pool.acquire() as conn, conn.transaction():
-        expired = await store.list_expired(conn, node_timeout_s, limit=limit)
+        expired = await store.list_expired(conn, node_timeout_s, policy.sessions.resume_window_s, limit=limit)
         for e in expired:
             if e.snapshot is None or e.taken_at_s is None:
                 await store.ended_without_checkpoint(conn, e.row.pk, e.reason, node_id)

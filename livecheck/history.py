@@ -95,7 +95,9 @@ class AdmissionRecord:
 
 
 _COLUMNS: Final = """s.id, s.seq, s.session, s.ingest_key_id, s.avatar_id, s.operator_id, s.stream_id,
-    s.state, s.node_id, s.opened_at, s.live_until, s.detached_at, s.ended_at, s.end_reason, s.last_seq,
+    s.state, s.node_id, s.opened_at, s.live_until, s.detached_at, s.ended_at, s.end_reason,
+    greatest(s.last_seq, (SELECT c.last_seq FROM session_checkpoints c WHERE c.session_pk = s.id))
+        AS last_seq,
     s.verdict_state, s.verdict_action, s.worst_state, s.score, s.summary, s.terminate_requested_at,
     (SELECT c.taken_at FROM session_checkpoints c WHERE c.session_pk = s.id) AS checkpoint_at"""
 

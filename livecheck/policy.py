@@ -176,16 +176,19 @@ class Policy(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _evidence_actions_follow(cls, data: Any) -> Any:
-        # `state_actions` is the action table; `evidence.actions`, when the file does not set it, copies
-        # it, so changing one table changes both.
+        # `state_actions` is the action table; `evidence.actions` copies whatever of it the file does not
+        # set, so changing one table changes both.
         if not isinstance(data, dict):
             return data
         ev = data.get("evidence", {})
         wire = data.get("state_actions", {})
         if isinstance(wire, StateActions):
             wire = wire.model_dump()
-        if isinstance(ev, dict) and "actions" not in ev and isinstance(wire, dict):
-            data = {**data, "evidence": {**ev, "actions": {**StateActions().model_dump(), **wire}}}
+        if isinstance(ev, dict) and isinstance(wire, dict):
+            actions = {**StateActions().model_dump(), **wire}
+            given = ev.get("actions", {})
+            if isinstance(given, dict):  # keys it leaves out come from state_actions too
+                data = {**data, "evidence": {**ev, "actions": {**actions, **given}}}
         return data
 
     @model_validator(mode="after")

@@ -4,7 +4,7 @@ Protocol events (verdict changes, challenges, checkpoints, detaches, ends, refus
 happen and written together every ``flush_s`` in one transaction, so thousands of sessions cost a few
 statements a second. Every write that changes a session is fenced by its ``holder`` token: a node that
 lost a session to another (a resume elsewhere) cannot overwrite it, and learns so from :meth:`flush`.
-Times are the node clock (seconds since the epoch, aligned to the database's, ``livecheck/server.py``).
+Times are the node clock (seconds since the epoch, aligned to the database's, ``livecheck/node.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from livecheck.protocol import (
     SessionStored,
     VerdictChanged,
 )
-from livecheck.store import Tenure, snapshot_json
+from livecheck.store import Tenure, snapshot_bytes
 
 __all__ = ["Recorder"]
 
@@ -55,9 +55,9 @@ class _Batch:
         default_factory=list
     )
     # The latest snapshot per session: only the newest checkpoint of a batch is worth writing.
-    checkpoints: dict[uuid.UUID, tuple[uuid.UUID, float, int, str]] = field(default_factory=dict)
-    detached: dict[uuid.UUID, tuple[uuid.UUID, float, int, str]] = field(default_factory=dict)
-    ended: dict[uuid.UUID, tuple[uuid.UUID, float, int, str, str, str, str, str]] = field(
+    checkpoints: dict[uuid.UUID, tuple[uuid.UUID, float, int, bytes]] = field(default_factory=dict)
+    detached: dict[uuid.UUID, tuple[uuid.UUID, float, int, bytes]] = field(default_factory=dict)
+    ended: dict[uuid.UUID, tuple[uuid.UUID, float, int, bytes, str, str, str, str]] = field(
         default_factory=dict
     )
     rejections: list[tuple[uuid.UUID, str, str, str | None, str | None, str, str]] = field(
@@ -96,8 +96,6 @@ class Recorder:
     Args:
         pool: the node's pool.
         node_id: written with events and checkpoints.
-        live_for_s: how far each checkpoint pushes a session's ``live_until`` (its resume window plus
-            slack for the next checkpoint).
         resume_window_s: how long a detached session stays resumable.
         on_lost: called with the sessions a flush found fenced out (another node holds them now).
     """
@@ -107,13 +105,11 @@ class Recorder:
         pool: asyncpg.Pool,
         node_id: str,
         *,
-        live_for_s: float,
         resume_window_s: float,
         on_lost: Callable[[set[uuid.UUID]], None],
     ) -> None:
         self._pool = pool
         self._node = node_id
-        self._live_for_s = live_for_s
         self._window_s = resume_window_s
         self._on_lost = on_lost
         self._batch = _Batch()  # what the next flush writes
@@ -122,6 +118,7 @@ class Recorder:
         self._failures = 0  # consecutive failed flushes of the batch at the front
         self._writing_endings = False  # the flush under way writes ends or detaches
         self.written = 0  # items written so far (metrics, tests)
+        self.failed = 0  # flushes that failed (metrics, tests)
 
     def __len__(self) -> int:
         return len(self._batch)
@@ -132,11 +129,20 @@ class Recorder:
         return self._writing_endings or bool(self._batch.ended or self._batch.detached)
 
     def add(self, tenure: Tenure, event: object) -> None:
-        """Queue one protocol event of a session held under ``tenure``; other events are ignored."""
+        """Queue one protocol event of a session held under ``tenure``; other events are ignored.
+
+        A snapshot that cannot be stored (a non-finite number in engine state: an engine bug) is logged
+        and skipped; the session keeps its previous checkpoint."""
+        try:
+            self._add(tenure, event)
+        except ValueError:
+            _logger.exception("session %s: snapshot not stored", tenure.pk)
+
+    def _add(self, tenure: Tenure, event: object) -> None:
         b, pk, h = self._batch, tenure.pk, tenure.holder
         if isinstance(event, CheckpointDue):
             snap = event.snapshot
-            b.checkpoints[pk] = (h, float(snap["taken_at"]), int(snap["last_seq"]), snapshot_json(snap))
+            b.checkpoints[pk] = (h, float(snap["taken_at"]), int(snap["last_seq"]), snapshot_bytes(snap))
         elif isinstance(event, VerdictChanged):
             reasons = json.dumps([{"code": r.code, "detail": r.detail} for r in event.reasons])
             b.verdicts.append(
@@ -153,7 +159,7 @@ class Recorder:
         elif isinstance(event, SessionDetached):
             snap = event.snapshot
             b.checkpoints.pop(pk, None)
-            b.detached[pk] = (h, event.at, int(snap["last_seq"]), snapshot_json(snap))
+            b.detached[pk] = (h, event.at, int(snap["last_seq"]), snapshot_bytes(snap))
             b.events.append((pk, event.at, "detached", "{}"))
             self._soon.set()
         elif isinstance(event, SessionEnded):
@@ -165,7 +171,7 @@ class Recorder:
                 h,
                 event.at,
                 int(snap["last_seq"]),
-                snapshot_json(snap),
+                snapshot_bytes(snap),
                 event.reason,
                 json.dumps(summary),
                 str(summary["final_state"]),
@@ -205,8 +211,9 @@ class Recorder:
                     # resumes from an older checkpoint and asks the client to re-send): do not wait for
                     # the WAL flush. Other transactions see them at commit all the same.
                     await conn.execute("SET LOCAL synchronous_commit = off")
-                    lost = await _write(conn, batch, self._node, self._live_for_s, self._window_s)
+                    lost = await _write(conn, batch, self._node, self._window_s)
             except BaseException:
+                self.failed += 1
                 self._failures += 1
                 if self._failures < _MAX_FAILURES:
                     self._batch = batch.then(self._batch)
@@ -243,9 +250,7 @@ def _cols(rows: Iterable[Sequence[Any]], n: int) -> list[list[Any]]:
     return cols
 
 
-async def _write(
-    conn: asyncpg.Connection, b: _Batch, node: str, live_for_s: float, window_s: float
-) -> set[uuid.UUID]:
+async def _write(conn: asyncpg.Connection, b: _Batch, node: str, window_s: float) -> set[uuid.UUID]:
     """One batch, in order: history, verdicts, challenges, checkpoints, detaches, ends, rejections.
     Returns the sessions whose writes were fenced out."""
     lost: set[uuid.UUID] = set()
@@ -299,7 +304,7 @@ async def _write(
             at,
         )
     if b.checkpoints:
-        lost |= await _write_checkpoints(conn, b.checkpoints, node, "checkpoint", live_for_s)
+        lost |= await _write_checkpoints(conn, b.checkpoints, node, "checkpoint", window_s)
     if b.detached:
         lost |= await _write_checkpoints(conn, b.detached, node, "detached", window_s)
     if b.ended:
@@ -356,53 +361,51 @@ async def _write_verdicts(conn: asyncpg.Connection, b: _Batch) -> None:
 
 async def _write_checkpoints(
     conn: asyncpg.Connection,
-    items: dict[uuid.UUID, tuple[uuid.UUID, float, int, str]],
+    items: dict[uuid.UUID, tuple[uuid.UUID, float, int, bytes]],
     node: str,
     kind: str,
-    live_for_s: float,
+    window_s: float,
 ) -> set[uuid.UUID]:
-    """Checkpoints of active sessions (``kind`` checkpoint: live_until pushed forward) or of detached ones
-    (``kind`` detached: state detached, resumable for the window)."""
+    """Checkpoints of active sessions (``kind`` checkpoint: the session row is only read, to fence) or
+    of detached ones (``kind`` detached: the row becomes detached, resumable for the window)."""
     pks = list(items)
     holder, taken, last_seq, snap = _cols(items.values(), 4)
     if kind == "checkpoint":
-        change = "last_seq = c.last_seq"
+        held = """SELECT c.* FROM c JOIN live_sessions l
+                  ON l.id = c.pk AND l.holder = c.holder AND l.state = 'active'"""
     else:
-        change = "last_seq = c.last_seq, state = 'detached', holder = NULL, detached_at = now()"
+        held = """UPDATE live_sessions l SET state = 'detached', holder = NULL, detached_at = now(),
+                      live_until = now() + make_interval(secs => $7::float8), last_seq = c.last_seq
+                  FROM c WHERE l.id = c.pk AND l.holder = c.holder AND l.state = 'active' RETURNING c.*"""
+    args: list[Any] = [pks, holder, taken, last_seq, snap, node]
+    if kind != "checkpoint":
+        args.append(window_s)
     rows = await conn.fetch(
         f"""WITH c AS (
-                SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::float8[], $4::int[], $5::text[])
+                SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::float8[], $4::int[], $5::bytea[])
                        AS c(pk, holder, taken, last_seq, snap)),
-            u AS (UPDATE live_sessions l SET live_until = now() + make_interval(secs => $6), {change}
-                  FROM c WHERE l.id = c.pk AND l.holder = c.holder AND l.state = 'active' RETURNING l.id)
+            h AS ({held})
         INSERT INTO session_checkpoints (session_pk, taken_at, taken_at_s, last_seq, node_id, snapshot)
-        SELECT c.pk, to_timestamp(c.taken), c.taken, c.last_seq, $7, c.snap::jsonb
-        FROM c JOIN u ON u.id = c.pk
+        SELECT h.pk, to_timestamp(h.taken), h.taken, h.last_seq, $6, h.snap FROM h
         ON CONFLICT (session_pk) DO UPDATE SET taken_at = EXCLUDED.taken_at,
             taken_at_s = EXCLUDED.taken_at_s, last_seq = EXCLUDED.last_seq, node_id = EXCLUDED.node_id,
             snapshot = EXCLUDED.snapshot
         RETURNING session_pk""",
-        pks,
-        holder,
-        taken,
-        last_seq,
-        snap,
-        live_for_s,
-        node,
+        *args,
     )
     return set(pks) - {r["session_pk"] for r in rows}
 
 
 async def _write_ended(
     conn: asyncpg.Connection,
-    items: dict[uuid.UUID, tuple[uuid.UUID, float, int, str, str, str, str, str]],
+    items: dict[uuid.UUID, tuple[uuid.UUID, float, int, bytes, str, str, str, str]],
     node: str,
 ) -> set[uuid.UUID]:
     pks = list(items)
     holder, taken, last_seq, snap, reason, summary, final, worst = _cols(items.values(), 8)
     rows = await conn.fetch(
         """WITH c AS (
-                SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::float8[], $4::int[], $5::text[], $6::text[],
+                SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::float8[], $4::int[], $5::bytea[], $6::text[],
                                      $7::text[], $8::text[], $9::text[])
                        AS c(pk, holder, taken, last_seq, snap, reason, summary, final, worst)),
             u AS (UPDATE live_sessions l SET state = 'ended', holder = NULL, ended_at = now(),
@@ -410,7 +413,7 @@ async def _write_ended(
                       verdict_state = c.final, worst_state = c.worst
                   FROM c WHERE l.id = c.pk AND l.holder = c.holder AND l.state = 'active' RETURNING l.id)
         INSERT INTO session_checkpoints (session_pk, taken_at, taken_at_s, last_seq, node_id, snapshot)
-        SELECT c.pk, to_timestamp(c.taken), c.taken, c.last_seq, $10, c.snap::jsonb
+        SELECT c.pk, to_timestamp(c.taken), c.taken, c.last_seq, $10, c.snap
         FROM c JOIN u ON u.id = c.pk
         ON CONFLICT (session_pk) DO UPDATE SET taken_at = EXCLUDED.taken_at,
             taken_at_s = EXCLUDED.taken_at_s, last_seq = EXCLUDED.last_seq, node_id = EXCLUDED.node_id,

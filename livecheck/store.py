@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import asyncpg
+import pydantic_core
 
 __all__ = [
     "AdmissionFacts",
@@ -29,13 +30,37 @@ __all__ = [
     "register_node",
     "request_terminate",
     "sessions_to_end",
-    "snapshot_json",
+    "snapshot_bytes",
+    "snapshot_of",
 ]
 
 
-def snapshot_json(snapshot: dict[str, Any]) -> str:
-    """Compact JSON of a snapshot; a NaN (refused by jsonb anyway) fails here, with its cause."""
-    return json.dumps(snapshot, separators=(",", ":"), allow_nan=False)
+def snapshot_bytes(snapshot: dict[str, Any]) -> bytes:
+    """Compact JSON of a snapshot (pydantic-core's encoder: a few times faster than ``json`` on the
+    float lists of engine state, and checkpoints are the node's largest steady cost after the engine).
+
+    Raises:
+        ValueError: the snapshot holds a NaN or an infinity (not JSON; the cause is named here).
+    """
+    data = pydantic_core.to_json(snapshot, inf_nan_mode="constants")
+    if b"NaN" in data or b"Infinity" in data:
+        # Either a real non-finite number (json names it in its error) or those letters inside a string.
+        json.dumps(snapshot, allow_nan=False)
+    return data
+
+
+def snapshot_of(data: bytes) -> dict[str, Any]:
+    """The snapshot stored by :func:`snapshot_bytes`."""
+    snapshot: dict[str, Any] = json.loads(data)
+    return snapshot
+
+
+# A session is live (busy, resumable) while this holds: $1 = node timeout, $2 = resume window, seconds.
+LIVE_SQL: Final = """(s.live_until > now() OR (s.state = 'active' AND (
+        EXISTS (SELECT 1 FROM livecheck_nodes n WHERE n.id = s.node_id AND n.stopped_at IS NULL
+                AND n.heartbeat_at > now() - make_interval(secs => $1))
+        OR EXISTS (SELECT 1 FROM session_checkpoints c WHERE c.session_pk = s.id
+                   AND c.taken_at > now() - make_interval(secs => $2)))))"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,10 +242,13 @@ class Expired:
     reason: str
 
 
-async def list_expired(conn: asyncpg.Connection, node_timeout_s: float, *, limit: int = 100) -> list[Expired]:
-    """Lock (``SKIP LOCKED``: each node reaps different ones) sessions to end for good: detached ones past
-    their resume window, active ones whose node died longer ago than their window, and detached ones
-    that must end early (staff asked, avatar not active, operator not verified). Call in a transaction."""
+async def list_expired(
+    conn: asyncpg.Connection, node_timeout_s: float, window_s: float, *, limit: int = 100
+) -> list[Expired]:
+    """Lock (``SKIP LOCKED``: each node reaps different ones) sessions to end for good: those no longer
+    live (a detached one past its resume window; an active one whose node died longer ago than the window
+    after its last checkpoint), and detached ones that must end early (staff asked, avatar not active,
+    operator not verified). Call in a transaction."""
     rows = await conn.fetch(
         f"""SELECT {_SESSION_COLUMNS}, c.snapshot, c.taken_at_s,
                   CASE WHEN s.terminate_requested_at IS NOT NULL THEN 'staff_action'
@@ -233,19 +261,25 @@ async def list_expired(conn: asyncpg.Connection, node_timeout_s: float, *, limit
            JOIN operators o ON o.id = s.operator_id
            LEFT JOIN session_checkpoints c ON c.session_pk = s.id
            WHERE s.state <> 'ended'
-             AND (
-               (s.live_until <= now() AND (s.state = 'detached' OR NOT EXISTS (
-                   SELECT 1 FROM livecheck_nodes n WHERE n.id = s.node_id AND n.stopped_at IS NULL
-                     AND n.heartbeat_at > now() - make_interval(secs => $1))))
-               OR (s.state = 'detached' AND (s.terminate_requested_at IS NOT NULL
-                   OR a.status <> 'active' OR o.identity_status <> 'verified')))
+             AND (NOT {LIVE_SQL}
+                  OR (s.state = 'detached' AND (s.terminate_requested_at IS NOT NULL
+                      OR a.status <> 'active' OR o.identity_status <> 'verified')))
            ORDER BY s.live_until
-           LIMIT $2
+           LIMIT $3
            FOR UPDATE OF s SKIP LOCKED""",
         node_timeout_s,
+        window_s,
         limit,
     )
-    return [Expired(session_row(r), r["snapshot"], r["taken_at_s"], r["reason"]) for r in rows]
+    return [
+        Expired(
+            session_row(r),
+            None if r["snapshot"] is None else snapshot_of(r["snapshot"]),
+            r["taken_at_s"],
+            r["reason"],
+        )
+        for r in rows
+    ]
 
 
 async def ended_without_checkpoint(
@@ -312,20 +346,26 @@ async def admission_facts(
     session: str,
     avatar_id: uuid.UUID | None,
     operator_id: uuid.UUID | None,
+    *,
+    node_timeout_s: float,
+    window_s: float,
 ) -> AdmissionFacts:
-    """Everything an admission decision needs, in one round trip (``None`` ids name nothing)."""
+    """Everything an admission decision needs, in one round trip (``None`` ids name nothing). Busy counts
+    are of sessions live on any node (``LIVE_SQL``)."""
     r = await conn.fetchrow(
-        """SELECT
-             EXISTS (SELECT 1 FROM live_sessions WHERE ingest_key_id = $1 AND session = $2) AS session_exists,
-             (SELECT status FROM avatars WHERE id = $3) AS avatar_status,
-             (SELECT identity_status FROM operators WHERE id = $4) AS operator_status,
-             EXISTS (SELECT 1 FROM avatars WHERE id = $3 AND owner_operator_id = $4)
-               OR EXISTS (SELECT 1 FROM avatar_delegates WHERE avatar_id = $3 AND operator_id = $4)
+        f"""SELECT
+             EXISTS (SELECT 1 FROM live_sessions WHERE ingest_key_id = $3 AND session = $4) AS session_exists,
+             (SELECT status FROM avatars WHERE id = $5) AS avatar_status,
+             (SELECT identity_status FROM operators WHERE id = $6) AS operator_status,
+             EXISTS (SELECT 1 FROM avatars WHERE id = $5 AND owner_operator_id = $6)
+               OR EXISTS (SELECT 1 FROM avatar_delegates WHERE avatar_id = $5 AND operator_id = $6)
                AS authorized,
-             (SELECT count(*) FROM live_sessions
-               WHERE avatar_id = $3 AND state <> 'ended' AND live_until > now()) AS avatar_live,
-             (SELECT count(*) FROM live_sessions
-               WHERE operator_id = $4 AND state <> 'ended' AND live_until > now()) AS operator_live""",
+             (SELECT count(*) FROM live_sessions s
+               WHERE s.avatar_id = $5 AND s.state <> 'ended' AND {LIVE_SQL}) AS avatar_live,
+             (SELECT count(*) FROM live_sessions s
+               WHERE s.operator_id = $6 AND s.state <> 'ended' AND {LIVE_SQL}) AS operator_live""",
+        node_timeout_s,
+        window_s,
         ingest_key_id,
         session,
         avatar_id,
@@ -437,10 +477,18 @@ async def forget_session(conn: asyncpg.Connection, pk: uuid.UUID, holder: uuid.U
     await conn.execute("DELETE FROM live_sessions WHERE id = $1 AND holder = $2", pk, holder)
 
 
+async def is_live(conn: asyncpg.Connection, pk: uuid.UUID, node_timeout_s: float, window_s: float) -> bool:
+    """Whether the session is live (``LIVE_SQL``): served by a live node, or within its resume window."""
+    live: bool | None = await conn.fetchval(
+        f"SELECT {LIVE_SQL} FROM live_sessions s WHERE s.id = $3", node_timeout_s, window_s, pk
+    )
+    return bool(live)
+
+
 async def get_checkpoint(conn: asyncpg.Connection, pk: uuid.UUID) -> tuple[dict[str, Any], float] | None:
     """The session's latest snapshot and when it was taken (node clock)."""
     r = await conn.fetchrow("SELECT snapshot, taken_at_s FROM session_checkpoints WHERE session_pk = $1", pk)
-    return None if r is None else (r["snapshot"], r["taken_at_s"])
+    return None if r is None else (snapshot_of(r["snapshot"]), r["taken_at_s"])
 
 
 async def take_session(
@@ -483,13 +531,14 @@ async def end_session(
     """End a session no node serves (the reaper holds its row lock): summary, final checkpoint, event."""
     await conn.execute(
         """UPDATE live_sessions SET state = 'ended', holder = NULL, ended_at = now(), end_reason = $2,
-               summary = $3, verdict_state = $4, worst_state = $5
+               summary = $3, verdict_state = $4, worst_state = $5, last_seq = $6
            WHERE id = $1""",
         pk,
         reason,
         summary,
         summary["final_state"],
         summary["worst_state"],
+        int(snapshot["last_seq"]),
     )
     await conn.execute(
         """INSERT INTO session_checkpoints (session_pk, taken_at, taken_at_s, last_seq, node_id, snapshot)
@@ -501,7 +550,7 @@ async def end_session(
         taken_at_s,
         int(snapshot["last_seq"]),
         node_id,
-        snapshot,
+        snapshot_bytes(snapshot),
     )
     await add_event(conn, pk, "ended", node_id, {"reason": reason})
 

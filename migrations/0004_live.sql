@@ -16,8 +16,11 @@ CREATE INDEX livecheck_nodes_alive ON livecheck_nodes (heartbeat_at) WHERE stopp
 -- One row per admitted session. The client's id is unique per ingest key forever (`session_exists`).
 -- state: active (a node serves it; `holder` is that tenure's fencing token, so a node that lost the
 -- session to another cannot overwrite it), detached (connection gone, resumable until `live_until`),
--- ended (summary stored). `live_until` is how long the session keeps its avatar and operator busy and
--- stays resumable without news: a serving node pushes it forward at every checkpoint.
+-- ended (summary stored). A session keeps its avatar and operator busy and stays resumable while it is
+-- active on a live node, or until `live_until` (set when it is admitted, resumed or detached), or for a
+-- resume window after its last checkpoint (a node that died mid-session). Checkpoints do not touch this
+-- row: thousands of sessions checkpoint every few seconds, and an indexed column updated at that rate
+-- would cost more than the checkpoints themselves.
 CREATE TABLE live_sessions (
     id                    uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     -- Listing order and cursor (uuids are random).
@@ -118,14 +121,17 @@ CREATE TABLE session_challenges (
     PRIMARY KEY (session_pk, challenge_id)
 );
 
--- The latest checkpoint of each session (livecheck/protocol.py snapshot, engine state included):
--- `session.resume` on any node continues from it. `taken_at_s` is the snapshot's clock (node monotonic
--- time aligned to the database clock, seconds since the epoch).
+-- The latest checkpoint of each session (livecheck/protocol.py snapshot, engine state included, as
+-- compact JSON bytes): `session.resume` on any node continues from it. Opaque to SQL on purpose (bytea,
+-- stored out of line uncompressed): a thousand of them a second are written and almost never read, and
+-- jsonb parsing or pglz compression of each would be the database's largest cost. `taken_at_s` is the
+-- snapshot's clock (node monotonic time aligned to the database clock, seconds since the epoch).
 CREATE TABLE session_checkpoints (
     session_pk uuid PRIMARY KEY REFERENCES live_sessions (id),
     taken_at   timestamptz NOT NULL,
     taken_at_s double precision NOT NULL,
     last_seq   integer NOT NULL,
     node_id    text,
-    snapshot   jsonb NOT NULL
+    snapshot   bytea NOT NULL
 );
+ALTER TABLE session_checkpoints ALTER COLUMN snapshot SET STORAGE EXTERNAL;

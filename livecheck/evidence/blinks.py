@@ -393,7 +393,7 @@ class BlinkFeatures:
 
 
 def _partial_llr(k: int, n: int) -> float:
-    """LLR of ``k`` partial blinks out of ``n``: a person (beta-binomial, mean 0.45) over a driver (0.03).
+    """LLR of ``k`` partial blinks out of ``n``: a person (beta-binomial, mean 0.45) over a driver (0.12).
 
     The person's partial share varies between people (roughly 0.15-0.75), hence a beta prior with
     concentration 6 rather than one fixed rate; a procedural blink closes fully nearly every time.
@@ -405,7 +405,8 @@ def _partial_llr(k: int, n: int) -> float:
         - math.lgamma(n + a + b)
         - (math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b))
     )
-    q = 0.03
+    # A rendered blink always closes fully, but a fast one sampled at 30 Hz misses its apex now and then.
+    q = 0.12
     ll_b = k * math.log(q) + (n - k) * math.log(1 - q)
     return ll_h - ll_b
 

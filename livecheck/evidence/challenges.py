@@ -22,11 +22,13 @@ from .base import Evidence, Override
 from .policy import ChallengePolicy
 from .ring import Ring
 
-__all__ = ["ACTIONS", "Challenges", "TIMING_FLAGS"]
+__all__ = ["ACTIONS", "TIMING_FLAGS", "Challenges"]
 
 # Flags that mean the answer was not a person's reaction to the prompt (the challenge failed).
 TIMING_FLAGS = ("reaction_too_fast", "moved_before_shown")
 TEMPLATE_FLAG = "template_movement"
+FACE_LOST_FLAG = "face_lost"
+_MISSED = 2  # in the recent-outcomes ring: a challenge never shown
 # Action index for the reaction-time ring (pooled spread is computed within each action).
 ACTIONS = ("blink_twice", "turn_head_left", "turn_head_right", "nod", "open_mouth")
 _DEFAULT_PERIOD_S = 1 / 30  # frame period assumed when the cadence is not known yet
@@ -37,6 +39,7 @@ class Challenges:
 
     __slots__ = (
         "_answered",
+        "_counted",
         "_failed",
         "_flag_ms",
         "_flags",
@@ -47,6 +50,8 @@ class Challenges:
         "_rt",
         "_rt_action",
         "_template",
+        "_unseen",
+        "_willing",
         "p",
     )
 
@@ -58,16 +63,28 @@ class Challenges:
         self._late = 0  # passes whose movement began too late to be an answer (a coincidence)
         self._answered = 0  # outcomes with a movement: passes plus timing-flagged failures
         self._template = 0  # passes flagged template_movement
+        self._unseen = 0  # failures while the tracker saw no face (face_lost): not counted as ignored
+        self._counted = 0  # outcomes that count for responsiveness (all but face_lost failures)
+        self._willing = 0  # ... of which answered in time by a person
         self._flags: dict[str, int] = {}  # timing flag code -> count
         self._flag_ms: dict[str, list[float]] = {}  # timing flag code -> its last 4 reaction times, ms
         self._rt = Ring("f", 32)  # reaction times of clean, timely passes, ms
         self._rt_action = Ring("B", 32)  # ... and the index of their action in ACTIONS (255: other)
-        self._recent = Ring("B", 8)  # the last outcomes: 1 = answered in time by a person, 0 = not
+        self._recent = Ring(
+            "B", 8
+        )  # the last outcomes: 1 = answered in time by a person, 2 = never shown, 0 = not
 
     def on_outcome(self, o: ChallengeOutcome) -> None:
         timing = [f for f in o.flags if f in TIMING_FLAGS]
         late = o.result == "passed" and o.reaction_ms is not None and o.reaction_ms > self.p.late_ms
-        self._recent.push(1 if o.result == "passed" and not timing and not late else 0)
+        if o.result == "failed" and FACE_LOST_FLAG in o.flags:
+            # The operator was out of view: a failure, but not a prompt ignored by someone watching it.
+            self._unseen += 1
+            return
+        answered = 1 if o.result == "passed" and not timing and not late else 0
+        self._recent.push(_MISSED if o.result == "missed" else answered)
+        self._counted += 1
+        self._willing += answered
         if timing:
             self._answered += 1
             for f in timing:
@@ -92,7 +109,7 @@ class Challenges:
 
     @property
     def issued(self) -> int:
-        return self._passed + self._failed + self._missed + self._timing_flagged()
+        return self._passed + self._failed + self._missed + self._unseen + self._timing_flagged()
 
     def _timing_flagged(self) -> int:
         return self._answered - self._passed
@@ -103,8 +120,9 @@ class Challenges:
         p = self.p
         out: list[Evidence] = []
         n = self.issued
-        clean = self._passed - self._late
-        if clean:
+        # A template answer is a pass (the action was done) but no evidence of a person.
+        clean = self._passed - self._late - self._template
+        if clean > 0:
             out.append(
                 Evidence(
                     "challenge_passed",
@@ -139,6 +157,15 @@ class Challenges:
                     "challenges",
                     p.failed_llr * self._failed,
                     f"{self._failed} of {n} challenges not performed before the deadline",
+                )
+            )
+        if self._unseen:
+            out.append(
+                Evidence(
+                    "challenge_face_lost",
+                    "challenges",
+                    p.face_lost_llr * self._unseen,
+                    f"{self._unseen} of {n} challenges failed while the face was out of the tracker's view",
                 )
             )
         out += self._flag_evidence()
@@ -235,25 +262,48 @@ class Challenges:
         """
         p = self.p
         last = self._recent.values()
-        window = last[-p.unresponsive_window :]
-        if len(window) >= p.unresponsive_window and sum(window) <= p.unresponsive_max_passed:
+        rarely = self._willing <= p.unresponsive_max_share * self._counted
+        unseen = last[-p.unresponsive_missed :]
+        if rarely and len(unseen) >= p.unresponsive_missed and all(v == _MISSED for v in unseen):
             return [
                 Override(
                     "violation",
                     "unresponsive",
-                    f"only {sum(window)} of the last {len(window)} challenges answered: "
-                    "nobody responds in real time",
+                    f"the last {len(unseen)} challenges were never shown to the operator "
+                    f"({self._willing} of {self._counted} answered in the session): the client does not "
+                    "put them in front of a person",
+                )
+            ]
+        window = last[-p.unresponsive_window :]
+        answered = sum(1 for v in window if v == 1)
+        if len(window) >= p.unresponsive_window and answered <= p.unresponsive_max_passed and rarely:
+            return [
+                Override(
+                    "violation",
+                    "unresponsive",
+                    f"only {answered} of the last {len(window)} challenges answered "
+                    f"({self._willing} of {self._counted} in the session): nobody responds in real time",
                 )
             ]
         streak = last[-p.at_risk_streak :]
-        if len(streak) >= p.at_risk_streak and not any(streak):
+        if len(streak) >= p.at_risk_streak and not any(v == 1 for v in streak):
             return [Override("at_risk", "unresponsive", f"the last {len(streak)} challenges went unanswered")]
         return []
 
     def to_state(self) -> dict[str, Any]:
         return {
             "recent": self._recent.to_state(),
-            "n": [self._passed, self._failed, self._missed, self._late, self._answered, self._template],
+            "n": [
+                self._passed,
+                self._failed,
+                self._missed,
+                self._late,
+                self._answered,
+                self._template,
+                self._unseen,
+                self._counted,
+                self._willing,
+            ],
             "flags": dict(self._flags),
             "flag_ms": {k: list(v) for k, v in self._flag_ms.items()},
             "rt": self._rt.to_state(),
@@ -263,9 +313,21 @@ class Challenges:
     @classmethod
     def from_state(cls, policy: ChallengePolicy, s: dict[str, Any]) -> Challenges:
         c = cls(policy)
-        c._passed, c._failed, c._missed, c._late, c._answered, c._template = (int(x) for x in s["n"])
+        (
+            c._passed,
+            c._failed,
+            c._missed,
+            c._late,
+            c._answered,
+            c._template,
+            c._unseen,
+            c._counted,
+            c._willing,
+        ) = (int(x) for x in s["n"])
         c._flags = {str(k): int(v) for k, v in s["flags"].items() if k in TIMING_FLAGS}
-        c._flag_ms = {str(k): [float(x) for x in v][-4:] for k, v in s["flag_ms"].items() if k in TIMING_FLAGS}
+        c._flag_ms = {
+            str(k): [float(x) for x in v][-4:] for k, v in s["flag_ms"].items() if k in TIMING_FLAGS
+        }
         c._rt = Ring.from_state(s["rt"])
         c._rt_action = Ring.from_state(s["rt_action"])
         c._recent = Ring.from_state(s["recent"])

@@ -37,6 +37,10 @@ _MIN_BINS = 120  # 30 s before the spectrum is judged
 _BAND = (0.04, 1.9)  # Hz: above slow posture drift, below the 2 Hz Nyquist of the bins
 # Live2D Cubism sample defaults (LAppModel: CubismBreath parameters for ParamAngleX/Y/Z, BodyAngleX).
 CUBISM_BREATH_PERIODS_S = (6.5345, 3.5345, 5.5345, 15.5345)
+# The same periods by channel (yaw, pitch, roll): AngleX and BodyAngleX turn the head, AngleY nods it,
+# AngleZ tilts it.
+_CUBISM_BY_CHANNEL = ((6.5345, 15.5345), (3.5345,), (5.5345,))
+_CUBISM_TOLERANCE_BINS = 0.35
 _NAN = float("nan")
 # Outlier trimming of the second differences (see module docstring): the running scale follows the mean
 # |difference| with this weight per sample, and differences beyond _TRIM times it are left out. For
@@ -151,6 +155,7 @@ class HeadMotion:
             return []
         best_share, best_ratio, lines_hz = 0.0, 0.0, []
         total_power = 0.0
+        per_channel: list[list[float]] = []
         for ring in self._rings:
             x = np.asarray(ring.values(), dtype=np.float64) / 100.0
             share, ratio, freqs, power = _line_analysis(x, self.p.line_ratio)
@@ -159,6 +164,7 @@ class HeadMotion:
                 best_share = share
             best_ratio = max(best_ratio, ratio)
             lines_hz += freqs
+            per_channel.append(freqs)
         if total_power < 1e-3:
             return [
                 Evidence(
@@ -169,8 +175,16 @@ class HeadMotion:
                 )
             ]
         res = 1.0 / (n * _BIN_S)
+        # Each Cubism period belongs to its own parameter (ParamAngleX → yaw, AngleY → pitch, AngleZ →
+        # roll): a line counts only in its channel and within a third of a bin (the peak is interpolated).
         cubism = sorted(
-            {p for p in CUBISM_BREATH_PERIODS_S for f in lines_hz if abs(f - 1 / p) <= 1.01 * res}
+            {
+                p
+                for periods, freqs in zip(_CUBISM_BY_CHANNEL, per_channel, strict=True)
+                for p in periods
+                for f in freqs
+                if abs(f - 1 / p) <= _CUBISM_TOLERANCE_BINS * res
+            }
         )
         tones = ", ".join(f"{f:.3f} Hz" for f in sorted(set(lines_hz))[:4])
         if best_share >= 0.3 and best_ratio >= self.p.line_ratio:
@@ -223,12 +237,12 @@ class HeadMotion:
         kurt = (self._s4 / self._n2) / (m2 * m2) - 3.0
         se = math.sqrt(24.0 / self._n2)
         if kurt < self.p.uniform_kurtosis and kurt / se < -4.0:
-            # The further below a Gaussian's kurtosis (in standard errors), the surer: up to -2.5.
+            # The further below a Gaussian's kurtosis (in standard errors), the surer: -2.5 from 8 SE.
             return [
                 Evidence(
                     "tracker_noise_uniform",
                     "noise",
-                    -1.5 - min(1.0, max(0.0, (-kurt / se - 4.0) / 8.0)),
+                    -1.5 - min(1.0, max(0.0, (-kurt / se - 4.0) / 4.0)),
                     f"head-angle noise is bounded uniform jitter (excess kurtosis {kurt:.2f} ± {se:.2f}; "
                     f"a tracker's noise is Gaussian or heavier-tailed)",
                 )
@@ -302,11 +316,16 @@ def _line_analysis(x: np.ndarray, line_ratio: float) -> tuple[float, float, list
     best_ratio = float(ratios.max())
     line_power, found = 0.0, []
     used = np.zeros(len(p), dtype=bool)
+    df = float(freqs[1] - freqs[0]) if len(freqs) > 1 else 0.0
     for kk in cand[ratios >= line_ratio].tolist():
         sl = slice(kk - 1, kk + 2)
         line_power += float(p[sl][~used[sl]].sum())
         used[sl] = True
-        found.append(float(freqs[kk]))
+        # Parabolic interpolation of the log power: a windowed sine's peak to a tenth of a bin.
+        a, b, c = (math.log(float(p[j]) + 1e-300) for j in (kk - 1, kk, kk + 1))
+        den = a - 2 * b + c
+        shift = 0.5 * (a - c) / den if den < 0 else 0.0
+        found.append(float(freqs[kk]) + max(-0.5, min(0.5, shift)) * df)
     return line_power / total, best_ratio, found, total
 
 

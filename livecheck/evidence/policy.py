@@ -36,8 +36,8 @@ class BlinkPolicy(_Strict):
 
     # A blink starts when mean lid closure rises this far above the resting level and ends when it falls
     # back below ``open_delta`` above it: two levels, so tracker noise near one level cannot split a blink.
-    close_delta: float = Field(0.25, gt=0, lt=1)
-    open_delta: float = Field(0.12, gt=0, lt=1)
+    close_delta: float = Field(0.15, gt=0, lt=1)
+    open_delta: float = Field(0.08, gt=0, lt=1)
     # A peak at or above this is a full closure; below it a partial blink.
     full_closure: float = Field(0.8, gt=0, le=1)
     # Longer closures are eyes shut (looking down, resting), not blinks.
@@ -100,6 +100,8 @@ class ChallengePolicy(_Strict):
     passed_llr: float = 0.5
     failed_llr: float = -1.0
     missed_llr: float = -2.2
+    # A challenge failed while the tracker saw no face (flag `face_lost`): the operator looked away.
+    face_lost_llr: float = -0.5
     # Answers flagged by the challenge engine as faster than a person (`reaction_too_fast`) or begun
     # before the prompt was shown (`moved_before_shown`): a binomial model of how often an answer is
     # flagged, for a person (a coincidence: a blink or a glance just then) against a script that acts on
@@ -124,9 +126,15 @@ class ChallengePolicy(_Strict):
     late_ms: float = Field(2000.0, gt=0)
     late_llr: float = -0.5
     # Violation when at most ``unresponsive_max_passed`` of the last ``unresponsive_window`` challenges were
-    # answered; at_risk after ``at_risk_streak`` unanswered in a row.
+    # answered and at most ``unresponsive_max_share`` of the session's (a recording never answers; a
+    # person who answered most so far and then misses a run of them is warned, not ended); at_risk after
+    # ``at_risk_streak`` unanswered in a row. Challenges failed with the face out of view do not count.
     unresponsive_window: int = Field(6, ge=2, le=8)
     unresponsive_max_passed: int = Field(1, ge=0)
+    unresponsive_max_share: float = Field(0.5, gt=0, le=1)
+    # A client that never shows the last ``unresponsive_missed`` challenges (no `challenge.shown` in time;
+    # a person's app always shows them) is a violation sooner, under the same session-share condition.
+    unresponsive_missed: int = Field(4, ge=2, le=8)
     at_risk_streak: int = Field(3, ge=1, le=8)
 
     @model_validator(mode="after")

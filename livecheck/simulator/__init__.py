@@ -2,11 +2,12 @@
 
 ``SimSession(species, seed)`` yields the client's protocol messages (``messages_until``) and reacts to
 the server's (``on_server_message``); ``run_session`` drives one through a :class:`Transport` (the
-in-process :class:`EngineServer`, or the real websocket server). Parameters and their sources are in
-docs/liveness.md.
+in-process :class:`ProtocolServer`, which is the real protocol core). ``bench/liveness_ws.py`` streams
+the same clients through the real websocket server. Parameters and their sources are in docs/liveness.md.
 """
 
-from .run import EngineServer, SessionResult, Transport, run_session
+from .run import SessionResult, Transport, run_session
+from .served import ProtocolServer
 from .session import ATTACK_SPECIES, BONA_FIDE, BONA_FIDE_ALT, BONA_FIDE_SPECIES, SPECIES, SimSession
 
 __all__ = [
@@ -15,7 +16,7 @@ __all__ = [
     "BONA_FIDE_ALT",
     "BONA_FIDE_SPECIES",
     "SPECIES",
-    "EngineServer",
+    "ProtocolServer",
     "SessionResult",
     "SimSession",
     "Transport",

@@ -84,7 +84,9 @@ class AltHuman(Driver):
         self.walk_sd = u(0.5, 2.0)  # deg per sqrt(s)
         self.breath_hz = u(0.2, 0.33)
         self.breath_amp = u(0.2, 1.0)
-        self.sines = [[(u(0.3, 3.0), u(0.05, 0.5), u(0, 6.3)) for _ in range(rng.randint(2, 3))] for _ in range(3)]
+        self.sines = [
+            [(u(0.3, 3.0), u(0.05, 0.5), u(0, 6.3)) for _ in range(rng.randint(2, 3))] for _ in range(3)
+        ]
         self.head = [0.0, 0.0, 0.0]
         self.blink_rest = u(12.0, 22.0)  # per minute at rest
         self.blink_talk = u(20.0, 30.0)
@@ -200,7 +202,8 @@ class AltHuman(Driver):
         return True  # frame times and noise are this generator's own, not TrackerState's
 
     def frames_until(self, t: float) -> list[Frame]:
-        rng, out = self.rng, []
+        rng = self.rng
+        out: list[Frame] = []
         while True:
             nominal = self._t0 + self._k / self.rate
             if self.ts_style == "gauss":
@@ -242,15 +245,23 @@ class AltHuman(Driver):
         fixed = self.fixed_amp
         if action in ("turn_head_left", "turn_head_right"):
             amp = 25.0 if fixed else rng.uniform(20.0, 35.0)
-            m = _Move(action, shown + rt, amp, 0.35 if fixed else rng.uniform(0.2, 0.5), 0.6, 0.4, self.move_style)
+            m = _Move(
+                action, shown + rt, amp, 0.35 if fixed else rng.uniform(0.2, 0.5), 0.6, 0.4, self.move_style
+            )
         elif action == "nod":
             amp = 15.0 if fixed else rng.uniform(12.0, 20.0)
-            m = _Move(action, shown + rt, amp, 0.3 if fixed else rng.uniform(0.2, 0.4), 0.1, 0.35, self.move_style)
+            m = _Move(
+                action, shown + rt, amp, 0.3 if fixed else rng.uniform(0.2, 0.4), 0.1, 0.35, self.move_style
+            )
         elif action == "open_mouth":
             amp = 0.8 if fixed else rng.uniform(0.7, 0.95)
-            m = _Move(action, shown + rt, amp, 0.2, 0.7 if fixed else rng.uniform(0.5, 1.0), 0.2, self.move_style)
+            m = _Move(
+                action, shown + rt, amp, 0.2, 0.7 if fixed else rng.uniform(0.5, 1.0), 0.2, self.move_style
+            )
         else:
             gap = 0.45 if fixed else rng.uniform(0.35, 0.6)
-            m = _Move(action, shown + rt, 1.0 if fixed else rng.uniform(0.9, 1.0), 0.25, gap, 0.0, self.move_style)
+            m = _Move(
+                action, shown + rt, 1.0 if fixed else rng.uniform(0.9, 1.0), 0.25, gap, 0.0, self.move_style
+            )
         self.moves.append(m)
         return shown

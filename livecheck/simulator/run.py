@@ -1,23 +1,20 @@
-"""Driving a simulated session through a server: the transport seam, an in-process server, the loop.
+"""Driving a simulated session through a server: the transport seam and the loop.
 
 ``run_session`` only needs a :class:`Transport`: something that takes a client message and returns the
 server's replies, and that can be polled for server-initiated messages (challenges, periodic verdicts).
-:class:`EngineServer` is the in-process transport used until the bench streams through the real websocket
-server; a websocket transport has the same two methods.
+:class:`~livecheck.simulator.served.ProtocolServer` is the in-process one (the real protocol core); the
+bench's websocket mode (``bench/liveness_ws.py``) streams the same clients through the real server.
 """
 
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..evidence import EvidenceEngine, EvidencePolicy
-from .referee import Referee
 from .session import SimSession
 
-__all__ = ["EngineServer", "SessionResult", "Transport", "run_session", "session_result", "total_of"]
+__all__ = ["SessionResult", "Transport", "run_session", "session_result", "total_of"]
 
 _RANK = {"human": 0, "pending": 1, "at_risk": 2, "violation": 3}
 
@@ -28,73 +25,6 @@ class Transport(Protocol):
     def send(self, msg: dict[str, Any], now: float) -> list[dict[str, Any]]: ...
 
     def poll(self, now: float) -> list[dict[str, Any]]: ...
-
-
-class EngineServer:
-    """One session's server side in process: an :class:`EvidenceEngine` plus a :class:`Referee`.
-
-    Verdicts follow the protocol: one on every change of state or action, and at least every
-    ``verdict_interval_s``; ``violation`` with action ``terminate`` ends the session.
-    """
-
-    def __init__(
-        self,
-        session: str,
-        references: list[bytes],
-        *,
-        policy: EvidencePolicy | None = None,
-        seed: int = 0,
-        verdict_interval_s: float = 10.0,
-        challenge_interval_s: float = 30.0,
-    ) -> None:
-        self.session = session
-        self.engine = EvidenceEngine(policy, references, seed)
-        self.referee = Referee(random.Random(seed ^ 0x5EED), mean_interval_s=challenge_interval_s)
-        self.verdict_interval_s = verdict_interval_s
-        self.last_verdict: tuple[str, str] | None = None
-        self.last_verdict_at = float("-inf")
-        self.closed = False
-
-    def send(self, msg: dict[str, Any], now: float) -> list[dict[str, Any]]:
-        if self.closed:
-            return [{"type": "error", "code": "unknown_session", "session": self.session, "detail": "ended"}]
-        e, kind = self.engine, msg["type"]
-        self.referee.on_message(msg, now)
-        if kind == "tracking":
-            e.on_tracking(msg["ts"], msg["channels"], msg.get("face") or [], now)
-        elif kind == "chat":
-            e.on_chat(msg["t"], msg["message_id"], now)
-        elif kind == "speech":
-            e.on_speech(msg["t0"], msg["t1"], msg.get("reply_to"), now)
-        elif kind == "frame":
-            e.on_frame(msg["t"], bytes.fromhex(msg["pdq"]), int(msg["quality"]), now)
-        return []
-
-    def poll(self, now: float) -> list[dict[str, Any]]:
-        if self.closed:
-            return []
-        out, outcomes = self.referee.poll(now, self.session)
-        for o in outcomes:
-            self.engine.on_challenge(o)
-        a = self.engine.assess(now)
-        action = self.engine.action(a.state)
-        if (a.state, action) != self.last_verdict or now - self.last_verdict_at >= self.verdict_interval_s:
-            self.last_verdict, self.last_verdict_at = (a.state, action), now
-            out.append(
-                {
-                    "type": "verdict",
-                    "session": self.session,
-                    "state": a.state,
-                    "score": round(a.score, 4),
-                    "action": action,
-                    "reasons": [{"code": r.code, "detail": r.detail} for r in a.reasons],
-                    "total": round(self.engine.total, 3),
-                }
-            )
-            if action == "terminate":
-                out.append({"type": "session.terminate", "session": self.session, "reason": "violation"})
-                self.closed = True
-        return out
 
 
 @dataclass(slots=True)

@@ -16,9 +16,9 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+from ..engine import ChallengeOutcome
 from ..evidence import EvidenceEngine
 from ..policy import Policy, default_policy
-from ..engine import ChallengeOutcome
 from ..protocol import ChallengeResolved, LiveConnection, OpenRequested
 
 __all__ = ["ProtocolServer"]

@@ -104,6 +104,14 @@ class SimSession:
         self.verdicts: list[dict[str, Any]] = []  # every verdict received, with its stream time
         self.challenges: list[dict[str, Any]] = []  # every challenge received, with its stream time
 
+    def use_references(self, references: list[bytes]) -> None:
+        """Stream frames near these reference PDQ hashes (an avatar registered with the real registry)
+        instead of the random ones drawn from the seed. Raises ``ValueError`` on an empty list or a hash
+        that is not 32 bytes."""
+        if not references or any(len(r) != 32 for r in references):
+            raise ValueError("references must be one or more 32-byte PDQ hashes")
+        self.references = list(references)
+
     # -- client → server ---------------------------------------------------------------------------------
 
     def open_message(self) -> dict[str, Any]:
@@ -165,7 +173,7 @@ class SimSession:
         self._gen_t = t
 
     def _live_frames(self, t: float) -> list[Frame]:
-        out = []
+        out: list[Frame] = []
         while True:
             if self._pending_frame is None:
                 tf, ok = self._trk.next_time()

@@ -18,8 +18,9 @@ from aiohttp.test_utils import TestClient
 from websockets.asyncio.client import ClientConnection, connect
 
 from livecheck.config import LiveSettings, choose_engine
+from livecheck.node import Node
 from livecheck.policy import Policy, default_policy, parse_policy
-from livecheck.server import Node, running_node
+from livecheck.server import running_node
 from tests.factories import auth, make_operator
 from tests.functional.avatar_helpers import encode, fresh_image, new_owner, register
 
@@ -70,6 +71,8 @@ async def node(dsn: str, policy: Policy | None = None, **overrides: Any) -> Asyn
     policy = policy or default_policy()
     async with running_node(settings, dsn, policy=policy, engine=choose_engine(settings, policy)) as n:
         yield n
+    # Writes fail only through a bug (the database is up): that must fail the test, not just log.
+    assert n.recorder.failed == 0, f"{n.recorder.failed} flushes of session events failed"
 
 
 class LiveClient:

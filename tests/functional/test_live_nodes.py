@@ -25,7 +25,8 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from livecheck.server import Node
+from livecheck.node import Node
+from livecheck.store import snapshot_of
 from registry.config import Settings
 from tests.factories import auth
 from tests.functional.live_helpers import (
@@ -84,8 +85,9 @@ async def final_checkpoint(pool: asyncpg.Pool, sid: str) -> dict[str, Any]:
                 sid,
             )
 
-    row = await wait_for(ended)
-    return dict(row)
+    row = dict(await wait_for(ended))
+    row["snapshot"] = snapshot_of(row["snapshot"])
+    return row
 
 
 def engine_samples(snapshot: dict[str, Any]) -> int:

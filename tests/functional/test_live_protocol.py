@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from livecheck.server import Node
+from livecheck.node import Node
 from registry.config import Settings
 from registry.roles import Role
 from tests.factories import auth, make_key
@@ -482,3 +482,20 @@ class TestClientMessages:
             err = await c.until("error")
             await closed(c, sid, 1)  # refused: seq 1 is still free
         assert (err["code"], err["ref_seq"]) == ("bad_message", 1)
+
+
+class TestInternalError:
+    async def test_an_open_the_server_cannot_decide_is_error_internal(
+        self, dsn: str, ingest_key: str, avatar: dict[str, Any]
+    ) -> None:
+        async with node(dsn) as n, live_client(n.url, ingest_key) as c:
+            await n.pool.close()  # the database goes away under the node
+            sid = new_session_id()
+            await c.send({"type": "session.open", "session": sid, "avatar_id": avatar["avatar_id"],
+                          "operator_id": avatar["operator_id"]})  # fmt: skip
+            err = await c.until("error")
+            await c.send(tracking(sid, 1, 1.0))
+            after = await c.until("error")
+        assert (err["code"], err["session"]) == ("internal", sid)
+        assert "try again" in err["detail"]
+        assert after["code"] == "unknown_session"  # the open was not half-done

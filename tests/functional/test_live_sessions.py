@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from livecheck.server import Node
+from livecheck.node import Node
 from registry.config import Settings
 from registry.roles import Role
 from tests.factories import auth, make_key, verified_operator
@@ -402,6 +402,32 @@ class TestTerminations:
         )
         assert again.status == 409 and (await again.json())["error"]["code"] == "session_ended"
 
+    async def test_staff_terminate_of_a_detached_session_ends_it(
+        self,
+        live: Node,
+        ingest_key: str,
+        avatar: dict[str, Any],
+        client: Client,
+        staff_key: str,
+        pool: asyncpg.Pool,
+    ) -> None:
+        async with live_client(live.url, ingest_key) as c:
+            sid = await accepted(c, avatar)
+            await c.send(tracking(sid, 1, 1.0))
+            await asyncio.sleep(0.1)
+        pk = await pk_of(pool, sid)
+        await wait_for(lambda: _detached(pool, sid))
+        r = await client.post(
+            f"/v1/sessions/{pk}/terminate", json={"reason": "abuse"}, headers=auth(staff_key)
+        )
+        assert r.status == 202, await r.text()
+        row = await wait_for(lambda: _ended(pool, sid), within=3.0)  # well before its resume window ends
+        async with live_client(live.url, ingest_key) as c:
+            await c.send({"type": "session.resume", "session": sid, "last_seq": 1})
+            err = await c.until("error")
+        assert row["end_reason"] == "staff_action" and row["summary"]["session"] == sid
+        assert err["code"] == "unknown_session"
+
     async def test_suspension_ends_the_session_within_2_s(
         self, live: Node, ingest_key: str, avatar: dict[str, Any], client: Client, staff_key: str
     ) -> None:
@@ -442,6 +468,13 @@ class TestTerminations:
         assert summary["final_state"] == summary["worst_state"] == "violation"
         row = await wait_for(lambda: _ended(pool, sid))
         assert row["verdict_state"] == "violation"
+
+
+async def _detached(pool: asyncpg.Pool, session: str) -> bool:
+    async with pool.acquire() as conn:
+        return bool(
+            await conn.fetchval("SELECT state = 'detached' FROM live_sessions WHERE session = $1", session)
+        )
 
 
 async def _ended(pool: asyncpg.Pool, session: str) -> asyncpg.Record | None:
@@ -488,6 +521,20 @@ class TestResume:
         assert kinds[:2] == ["opened", "detached"] and "resumed" in kinds and kinds[-1] == "ended"
         assert [a["kind"] for a in view["admissions"] if a["accepted"]] == ["open", "resume"]
 
+    async def test_a_running_session_is_checkpointed_every_checkpoint_s(
+        self, live: Node, ingest_key: str, avatar: dict[str, Any], pool: asyncpg.Pool
+    ) -> None:
+        async with live_client(live.url, ingest_key) as c:
+            sid = await accepted(c, avatar)
+            for seq in range(1, 4):
+                await c.send(tracking(sid, seq, float(seq)))
+            first = await wait_for(lambda: _checkpoint(pool, sid))  # checkpoint_s = 0.3
+            await c.send(tracking(sid, 4, 4.0))
+            later = await wait_for(lambda: _checkpoint(pool, sid, after=first["taken_at"]))
+            still = await _state(pool, sid)
+        assert first["last_seq"] == 3 and later["last_seq"] == 4
+        assert still == "active"  # written while the session runs, not only when it stops
+
     async def test_resume_of_an_unknown_or_ended_session_is_unknown_session(
         self, live: Node, ingest_key: str, avatar: dict[str, Any], pool: asyncpg.Pool
     ) -> None:
@@ -524,6 +571,22 @@ class TestResume:
         }  # fmt: skip
         assert err["code"] == "unknown_session"
         assert free["type"] == "session.accepted"  # no longer busy
+
+
+async def _checkpoint(pool: asyncpg.Pool, session: str, after: Any = None) -> asyncpg.Record | None:
+    async with pool.acquire() as conn:
+        return await conn.fetchrow(
+            """SELECT c.last_seq, c.taken_at FROM session_checkpoints c
+               JOIN live_sessions s ON s.id = c.session_pk
+               WHERE s.session = $1 AND ($2::timestamptz IS NULL OR c.taken_at > $2)""",
+            session,
+            after,
+        )
+
+
+async def _state(pool: asyncpg.Pool, session: str) -> str:
+    async with pool.acquire() as conn:
+        return str(await conn.fetchval("SELECT state FROM live_sessions WHERE session = $1", session))
 
 
 async def _close(c: LiveClient, sid: str, seq: int) -> None:

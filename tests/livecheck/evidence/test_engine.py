@@ -8,7 +8,7 @@ import pytest
 
 from livecheck.engine import ChallengeOutcome, Engine
 from livecheck.evidence import EvidenceEngine, EvidencePolicy
-from livecheck.simulator import EngineServer, SimSession, run_session
+from livecheck.simulator import ProtocolServer, SimSession, run_session
 
 from .signals import feed, frames
 
@@ -105,7 +105,7 @@ def test_no_tracking_at_all_ends_as_absent_operator() -> None:
 @pytest.mark.parametrize(("species", "seed"), [("human", 1), ("human", 2), ("human", 5)])
 def test_simulated_people_read_as_human(species: str, seed: int) -> None:
     sim = SimSession(species, seed)
-    srv = EngineServer(sim.session_id, sim.references, seed=seed, challenge_interval_s=20.0)
+    srv = ProtocolServer(sim.references, seed=seed)
     r = run_session(sim, srv, 150.0)
     assert r.final_state == "human", r.verdicts[-1]
     assert r.first_decision_s is not None and r.first_decision_s <= 120.0
@@ -122,7 +122,7 @@ def test_simulated_people_read_as_human(species: str, seed: int) -> None:
 )
 def test_attacks_reach_violation_with_reasons(species: str, seed: int, code: str | None) -> None:
     sim = SimSession(species, seed)
-    srv = EngineServer(sim.session_id, sim.references, seed=seed, challenge_interval_s=20.0)
+    srv = ProtocolServer(sim.references, seed=seed)
     r = run_session(sim, srv, 150.0)
     assert r.worst_state == "violation"
     last = r.verdicts[-1]
