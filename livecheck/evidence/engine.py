@@ -3,7 +3,8 @@
 It feeds each message to the feature families (``blinks``, ``motion``, ``cadence``, ``mouth``,
 ``replies``, ``challenges``, ``presence``, ``likeness``), and on ``assess`` combines their evidence
 (``combine``) into a verdict with reasons. Pure: no I/O, no clock; callers pass the server's receive time.
-State is bounded (≈ 7 KB as JSON, see tests) and survives ``snapshot()`` / ``restore()``.
+State is bounded (about 10 KB as JSON, 11 KB in memory, see tests) and survives ``snapshot()`` /
+``restore()``.
 
 The expensive statistics (spectrum, distribution fits) are recomputed at most every ``recompute_s`` of
 server time; the phase of that schedule is drawn from ``rng_seed`` so that thousands of sessions on one
