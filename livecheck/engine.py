@@ -45,6 +45,8 @@ class Assessment:
     state: VerdictState
     score: float
     reasons: list[Reason] = field(default_factory=list)
+    # The engine's own action for this state (e.g. `require_label` for weak evidence); None: the policy's.
+    action: str | None = None
 
 
 class Engine(Protocol):

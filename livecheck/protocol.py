@@ -814,7 +814,7 @@ class LiveConnection:
         session when the action is ``terminate``."""
         assert s.engine is not None  # active
         a = s.engine.assess(now)
-        action = self._policy.action_for(a.state)
+        action = a.action or self._policy.action_for(a.state)
         s.score, s.reasons = a.score, list(a.reasons)
         changed = a.state != s.v_state or action != s.v_action
         if changed:

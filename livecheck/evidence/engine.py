@@ -174,7 +174,12 @@ class EvidenceEngine:
         overrides = self._overrides(now)
         state = self._machine.step(combined.total, overrides, elapsed, now)
         reasons = reasons_for(state, combined, overrides, self.policy, self._pending_detail(elapsed))
-        return Assessment(state, score_of(combined.total), reasons)  # type: ignore[arg-type]  # state is a VerdictState
+        return Assessment(
+            state,  # type: ignore[arg-type]  # state is a VerdictState
+            score_of(combined.total),
+            reasons,
+            action=self.policy.action_for(state, combined.total),
+        )
 
     # -- extras for the protocol and the bench -----------------------------------------------------------
 

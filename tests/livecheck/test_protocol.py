@@ -60,6 +60,8 @@ class ScriptedEngine:
     def __init__(self, state: VerdictState = "pending", score: float = 0.5) -> None:
         self.state: VerdictState = state
         self.score = score
+        # The engine's own action, when it names one (None: the policy decides).
+        self.action: str | None = None
         self.calls: list[tuple[Any, ...]] = []
         self.lost = 0
         self.outcomes: list[ChallengeOutcome] = []
@@ -85,7 +87,9 @@ class ScriptedEngine:
         self.lost += count
 
     def assess(self, now: float) -> Assessment:
-        return Assessment(self.state, self.score, [Reason("scripted", f"the test says {self.state}")])
+        return Assessment(
+            self.state, self.score, [Reason("scripted", f"the test says {self.state}")], action=self.action
+        )
 
     def snapshot(self) -> dict[str, Any]:
         return {"state": self.state, "score": self.score, "lost": self.lost}
@@ -651,6 +655,15 @@ class TestVerdicts:
         e = ScriptedEngine("at_risk")
         c.open("s", engine=e)
         assert c.track("s", 1.0)[0]["action"] == "require_label"
+
+    def test_an_action_the_engine_names_wins_over_the_policy(self) -> None:
+        c = Client()
+        e = ScriptedEngine("at_risk")
+        c.open("s", engine=e)
+        assert c.track("s", 1.0)[0]["action"] == "warn"
+        e.action = "require_label"  # weak evidence: the engine asks for a label, same state
+        out = c.track("s", 2.0)
+        assert [(m["state"], m["action"]) for m in out] == [("at_risk", "require_label")]
 
     def test_at_least_every_verdict_interval(self) -> None:
         c = Client(policy(sessions={"checkpoint_s": 300.0}))
